@@ -1,0 +1,849 @@
+/**
+ * The pool's state machine, independent of any database driver.
+ *
+ * Connections live in slots. A slot is in exactly one state: connecting, idle, validating, in use or
+ * resetting; `total` counts them all (a destroyed slot leaves every count at once). Idle slots sit on a
+ * LIFO stack (the most recently used is handed out first, so surplus connections age out); callers wait
+ * in a FIFO queue. Both are linked lists, so a waiter that gives up and a connection that breaks leave
+ * in O(1).
+ *
+ * The rules that make it fault tolerant:
+ * - Every acquire settles by its deadline: with a connection or a typed error. A waiter that gives up
+ *   never leaks the connection meant for it: that connection goes back to idle.
+ * - New connections are opened only for callers who wait, at most `maxConnectConcurrency` at a time,
+ *   and after a failure the next attempt waits a backoff with full jitter: no reconnect storm.
+ * - A connection that breaks is never handed out again; one idle for a while is validated first.
+ * - Timers that only keep house never hold the process open.
+ */
+import {
+  AbortedError,
+  AcquireTimeoutError,
+  ConnectFatalError,
+  ConnectTimeoutError,
+  DoubleReleaseError,
+  PoolClosedError,
+  type PoolSnapshot,
+} from '../errors.js';
+import { fullJitterDelay } from '../resilience/backoff.js';
+import { classifyConnectError } from '../resilience/classify.js';
+import { type Clock, systemClock, type TimerHandle } from './clock.js';
+import type { Driver } from './driver.js';
+import { TypedEmitter } from './emitter.js';
+import { LinkedList, type ListNode } from './list.js';
+import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
+
+export type SlotState = 'connecting' | 'idle' | 'validating' | 'in-use' | 'resetting' | 'closed';
+
+/** Why a connection was closed. */
+export type EvictReason =
+  /** It broke on its own: socket error or end, a FATAL from the server. */
+  | 'broken'
+  /** It failed its validation round trip. */
+  | 'validation-failed'
+  /** It came back in a state that could not be reset (e.g. ROLLBACK failed). */
+  | 'reset-failed'
+  /** Its holder released it with an error, or asked for it to be destroyed. */
+  | 'released-with-error'
+  /** It reached its maximum lifetime. */
+  | 'expired'
+  /** It stayed idle longer than the idle timeout. */
+  | 'idle-timeout'
+  /** It was a burst connection beyond the kept size, and nobody needed it any more. */
+  | 'overflow'
+  /** The pool caches nothing (`mode: 'null'`). */
+  | 'null-pool'
+  /** The pool is closing. */
+  | 'closed';
+
+export interface EngineEvents<C> {
+  /** A new connection opened. */
+  connect: { id: number; connection: C; durationMs: number };
+  /** A connection attempt failed. `fatal` means retrying cannot help (bad password, no such database). */
+  connectError: { error: unknown; attempt: number; fatal: boolean; durationMs: number };
+  /** The next connection attempt waits `delayMs` after `attempt` consecutive failures. */
+  retry: { attempt: number; delayMs: number; error: unknown };
+  /** A connection was handed out after `waitMs`. */
+  acquire: { id: number; connection: C; waitMs: number };
+  /** A connection came back after `useMs` of use. */
+  release: { id: number; connection: C; useMs: number };
+  /** An idle connection was checked with a round trip before checkout. */
+  validate: { id: number; connection: C; ok: boolean; durationMs: number; error?: unknown };
+  /** A connection was closed, and why. */
+  evict: { id: number; connection: C; reason: EvictReason; error?: unknown };
+  /** A connection reported an error of its own (it is then evicted). Informational only. */
+  error: { id: number; connection: C; error: unknown };
+  /** An acquire gave up at its deadline. */
+  timeout: { waitMs: number; error: AcquireTimeoutError };
+  /** The pool finished closing. */
+  close: Record<string, never>;
+}
+
+/** Counters since the pool started. */
+export interface EngineCounters {
+  connectsStarted: number;
+  connectsSucceeded: number;
+  connectsFailed: number;
+  acquires: number;
+  releases: number;
+  timeouts: number;
+  aborts: number;
+  validations: number;
+  validationFailures: number;
+  resets: number;
+  evictions: Record<EvictReason, number>;
+}
+
+/** A snapshot of the pool, from `stats()`. */
+export interface EngineStats extends PoolSnapshot {
+  validating: number;
+  resetting: number;
+  /** Connections kept when idle: `max - maxOverflow`. */
+  keptSize: number;
+  /** Connections open beyond the kept size. */
+  overflow: number;
+  min: number;
+  closing: boolean;
+  /** Consecutive failed connection attempts (0 after a success). */
+  consecutiveConnectFailures: number;
+  counters: EngineCounters;
+}
+
+export interface AcquireOptions {
+  /** Gives up when this signal aborts, with an `AbortedError`. */
+  signal?: AbortSignal | undefined;
+  /** Deadline for this acquire in ms; defaults to the pool's `acquireTimeoutMs`. */
+  timeoutMs?: number | undefined;
+}
+
+export interface ReleaseOptions {
+  /** Close the connection instead of reusing it (pg's `release(err)` / `release(true)`). */
+  destroy?: boolean;
+  /** The error that made the holder give the connection up; reported in the `evict` event. */
+  error?: unknown;
+}
+
+class Slot<C> implements ListNode<Slot<C>> {
+  prev: Slot<C> | undefined = undefined;
+  next: Slot<C> | undefined = undefined;
+  list: LinkedList<Slot<C>> | undefined = undefined;
+  connection!: C;
+  state: SlotState = 'connecting';
+  createdAt = 0;
+  expiresAt = Number.POSITIVE_INFINITY;
+  /** When the connection was last known good: released, validated or created. */
+  lastUsedAt = 0;
+  broken: unknown = undefined;
+  isBroken = false;
+  lease: Lease<C> | undefined = undefined;
+
+  constructor(readonly id: number) {}
+}
+
+/** A checked-out connection. Give it back with `engine.release(lease)` exactly once. */
+export class Lease<C> {
+  /** @internal */ released = false;
+
+  constructor(
+    /** @internal */ readonly slot: Slot<C>,
+    readonly connection: C,
+    readonly acquiredAt: number,
+  ) {}
+
+  /** The connection's id, stable for its life (also in events). */
+  get id(): number {
+    return this.slot.id;
+  }
+}
+
+class Waiter<C> implements ListNode<Waiter<C>> {
+  prev: Waiter<C> | undefined = undefined;
+  next: Waiter<C> | undefined = undefined;
+  list: LinkedList<Waiter<C>> | undefined = undefined;
+  settled = false;
+  timer: TimerHandle = undefined;
+  onAbort: (() => void) | undefined = undefined;
+
+  constructor(
+    readonly resolve: (lease: Lease<C>) => void,
+    readonly reject: (error: unknown) => void,
+    readonly enqueuedAt: number,
+    readonly timeoutMs: number,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+}
+
+export class Engine<C> {
+  readonly events = new TypedEmitter<EngineEvents<C>>();
+  readonly options: ResolvedEngineOptions;
+
+  readonly #driver: Driver<C>;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #slots = new Set<Slot<C>>();
+  readonly #idle = new LinkedList<Slot<C>>();
+  readonly #waiters = new LinkedList<Waiter<C>>();
+  readonly #attempts = new Set<AbortController>();
+  readonly #pendingDestroys = new Set<Promise<void>>();
+  #nextId = 1;
+  #connecting = 0;
+  #inUse = 0;
+  #validating = 0;
+  #resetting = 0;
+  #consecutiveConnectFailures = 0;
+  #lastConnectError: unknown = undefined;
+  /** No connection attempt starts before this time (backoff after a failure). */
+  #connectGateAt = 0;
+  #gateTimer: TimerHandle = undefined;
+  #housekeepingTimer: TimerHandle = undefined;
+  #closing: Promise<void> | undefined = undefined;
+  #onSettledChange: (() => void) | undefined = undefined;
+  readonly #counters: EngineCounters = {
+    connectsStarted: 0,
+    connectsSucceeded: 0,
+    connectsFailed: 0,
+    acquires: 0,
+    releases: 0,
+    timeouts: 0,
+    aborts: 0,
+    validations: 0,
+    validationFailures: 0,
+    resets: 0,
+    evictions: {
+      broken: 0,
+      'validation-failed': 0,
+      'reset-failed': 0,
+      'released-with-error': 0,
+      expired: 0,
+      'idle-timeout': 0,
+      overflow: 0,
+      'null-pool': 0,
+      closed: 0,
+    },
+  };
+
+  constructor(driver: Driver<C>, options?: EngineOptions, deps?: { clock?: Clock; random?: () => number }) {
+    this.#driver = driver;
+    this.options = resolveEngineOptions(options);
+    this.#clock = deps?.clock ?? systemClock;
+    this.#random = deps?.random ?? Math.random;
+  }
+
+  /** Connections kept when idle; the rest of `max` are overflow. */
+  get keptSize(): number {
+    return this.options.max - this.options.maxOverflow;
+  }
+
+  get total(): number {
+    return this.#slots.size;
+  }
+
+  get idleCount(): number {
+    return this.#idle.size;
+  }
+
+  get waitingCount(): number {
+    return this.#waiters.size;
+  }
+
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  /** The last connection error since the last successful connect, if any. */
+  get lastConnectError(): unknown {
+    return this.#lastConnectError;
+  }
+
+  snapshot(): PoolSnapshot {
+    return {
+      total: this.#slots.size,
+      idle: this.#idle.size,
+      inUse: this.#inUse,
+      connecting: this.#connecting,
+      waiting: this.#waiters.size,
+      max: this.options.max,
+    };
+  }
+
+  stats(): EngineStats {
+    const total = this.#slots.size;
+    return {
+      ...this.snapshot(),
+      validating: this.#validating,
+      resetting: this.#resetting,
+      keptSize: this.keptSize,
+      overflow: Math.max(0, total - this.keptSize),
+      min: this.options.min,
+      closing: this.#closing !== undefined,
+      consecutiveConnectFailures: this.#consecutiveConnectFailures,
+      counters: { ...this.#counters, evictions: { ...this.#counters.evictions } },
+    };
+  }
+
+  /** Checks out a connection: an idle one (validated if it idled long), a new one, or one released later. */
+  acquire(options?: AcquireOptions): Promise<Lease<C>> {
+    if (this.#closing) return Promise.reject(new PoolClosedError());
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      this.#counters.aborts++;
+      return Promise.reject(new AbortedError('Acquiring a connection', signal.reason));
+    }
+    const now = this.#clock.now();
+    // Fast path: nobody queued ahead and a trusted idle connection at hand.
+    if (this.#waiters.size === 0) {
+      let slot = this.#idle.shift();
+      while (slot !== undefined) {
+        if (!this.#retireIfDue(slot, now)) {
+          if (!this.#needsValidation(slot, now)) return Promise.resolve(this.#checkout(slot, now, now));
+          // Put it back on top: the queued path below validates it for this caller.
+          this.#idle.pushHead(slot);
+          break;
+        }
+        slot = this.#idle.shift();
+      }
+    }
+    const timeoutMs = options?.timeoutMs ?? this.options.acquireTimeoutMs;
+    return new Promise<Lease<C>>((resolve, reject) => {
+      const waiter = new Waiter<C>(resolve, reject, now, timeoutMs, signal);
+      waiter.timer = this.#clock.setTimeout(() => this.#onWaiterTimeout(waiter), timeoutMs, true);
+      if (signal) {
+        waiter.onAbort = () => this.#onWaiterAbort(waiter);
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      this.#waiters.pushTail(waiter);
+      this.#pump();
+    });
+  }
+
+  /**
+   * Gives a connection back. A broken one, one released with `destroy`, an expired one, or any in
+   * null mode is closed; one inside a transaction is reset first. Throws `DoubleReleaseError` on a
+   * second release of the same lease.
+   */
+  release(lease: Lease<C>, options?: ReleaseOptions): void {
+    if (lease.released) throw new DoubleReleaseError();
+    lease.released = true;
+    const slot = lease.slot;
+    if (slot.lease !== lease || slot.state !== 'in-use') return; // already destroyed by close()
+    slot.lease = undefined;
+    this.#counters.releases++;
+    const now = this.#clock.now();
+    slot.lastUsedAt = now;
+    if (this.events.has('release')) {
+      this.events.emit('release', {
+        id: slot.id,
+        connection: slot.connection,
+        useMs: now - lease.acquiredAt,
+      });
+    }
+    if (slot.isBroken) {
+      this.#destroy(slot, 'broken', slot.broken);
+    } else if (options?.destroy) {
+      this.#destroy(slot, 'released-with-error', options.error);
+    } else if (this.#closing) {
+      this.#destroy(slot, 'closed');
+    } else if (this.options.mode === 'null') {
+      this.#destroy(slot, 'null-pool');
+    } else if (now >= slot.expiresAt) {
+      this.#destroy(slot, 'expired');
+    } else if (this.#driver.needsReset(slot.connection)) {
+      this.#reset(slot);
+      return;
+    } else {
+      this.#makeAvailable(slot, now);
+      return;
+    }
+    this.#pump();
+  }
+
+  /**
+   * Stops taking work: rejects every waiter with `PoolClosedError`, closes idle connections, lets
+   * checked-out ones finish for up to `timeoutMs` (default `closeTimeoutMs`) and then destroys them.
+   * Resolves when every connection is closed. Calling it again returns the same promise.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void> {
+    if (this.#closing) return this.#closing;
+    const timeoutMs = options?.timeoutMs ?? this.options.closeTimeoutMs;
+    let closeTimer: TimerHandle;
+    const drained = new Promise<void>((resolve) => {
+      const check = () => {
+        if (this.#slots.size === 0) {
+          this.#onSettledChange = undefined;
+          resolve();
+        }
+      };
+      this.#onSettledChange = check;
+      closeTimer = this.#clock.setTimeout(
+        () => {
+          // Time is up: destroy what is still checked out. Its holder's next query fails.
+          for (const slot of [...this.#slots]) {
+            if (slot.state === 'in-use' || slot.state === 'resetting' || slot.state === 'validating') {
+              this.#destroy(slot, 'closed');
+            }
+          }
+          check();
+        },
+        timeoutMs,
+        true,
+      );
+    });
+    this.#closing = (async () => {
+      const error = new PoolClosedError('The pool was closed while this caller waited for a connection');
+      for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
+        this.#settleWaiter(waiter);
+        waiter.reject(error);
+      }
+      for (const controller of this.#attempts) controller.abort(new PoolClosedError());
+      for (let slot = this.#idle.shift(); slot; slot = this.#idle.shift())
+        this.#destroy(slot, 'closed', undefined, true);
+      this.#clearTimer('gate');
+      this.#clearTimer('housekeeping');
+      this.#onSettledChange?.();
+      await drained;
+      this.#clock.clearTimeout(closeTimer);
+      await Promise.all([...this.#pendingDestroys]);
+      this.events.emit('close', {});
+    })();
+    return this.#closing;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Matching waiters with connections
+
+  /** Hands idle connections to waiters in FIFO order, then opens connections for those still waiting. */
+  #pump(): void {
+    if (this.#closing) return;
+    const now = this.#clock.now();
+    while (this.#waiters.size > 0 && this.#idle.size > 0) {
+      const slot = this.#idle.shift()!;
+      if (this.#retireIfDue(slot, now)) continue;
+      const waiter = this.#waiters.shift()!;
+      if (this.#needsValidation(slot, now)) this.#validateFor(slot, waiter);
+      else this.#handOut(slot, waiter, now);
+    }
+    this.#openConnections(now);
+  }
+
+  #openConnections(now: number): void {
+    const { max, maxConnectConcurrency } = this.options;
+    // Only waiters not already covered by an attempt in flight ask for a new connection: attempts stop
+    // when nobody waits.
+    while (
+      this.#waiters.size > this.#connecting &&
+      this.#slots.size < max &&
+      this.#connecting < maxConnectConcurrency
+    ) {
+      if (now < this.#connectGateAt) {
+        this.#armGate(this.#connectGateAt - now);
+        return;
+      }
+      this.#startAttempt(now);
+    }
+  }
+
+  #armGate(delayMs: number): void {
+    if (this.#gateTimer !== undefined) return;
+    // The backoff timer keeps the process alive: someone is waiting for the connection it will open.
+    this.#gateTimer = this.#clock.setTimeout(
+      () => {
+        this.#gateTimer = undefined;
+        this.#pump();
+      },
+      delayMs,
+      true,
+    );
+  }
+
+  #startAttempt(startedAt: number): void {
+    const slot = new Slot<C>(this.#nextId++);
+    this.#slots.add(slot);
+    this.#connecting++; // a new slot starts in 'connecting'
+    this.#counters.connectsStarted++;
+    const controller = new AbortController();
+    this.#attempts.add(controller);
+    let settled = false;
+    const { connectTimeoutMs } = this.options;
+    const timer = this.#clock.setTimeout(
+      () => {
+        const error = new ConnectTimeoutError(connectTimeoutMs);
+        controller.abort(error);
+        finish(undefined, error);
+      },
+      connectTimeoutMs,
+      true,
+    );
+    const finish = (connection: C | undefined, error: unknown) => {
+      if (settled) {
+        // The attempt already failed (timeout, close): a connection that arrives late is closed.
+        if (connection !== undefined) this.#track(this.#driver.destroy(connection));
+        return;
+      }
+      settled = true;
+      this.#clock.clearTimeout(timer);
+      this.#attempts.delete(controller);
+      const now = this.#clock.now();
+      if (connection === undefined) this.#onConnectFailed(slot, error, now - startedAt, now);
+      else this.#onConnected(slot, connection, now - startedAt, now);
+    };
+    let promise: Promise<C>;
+    try {
+      promise = this.#driver.connect({
+        signal: controller.signal,
+        onBroken: (error) => this.#onBroken(slot, error),
+      });
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    promise.then(
+      (connection) => finish(connection, undefined),
+      (error: unknown) => finish(undefined, controller.signal.aborted ? controller.signal.reason : error),
+    );
+  }
+
+  #onConnected(slot: Slot<C>, connection: C, durationMs: number, now: number): void {
+    slot.connection = connection;
+    slot.createdAt = now;
+    slot.lastUsedAt = now;
+    const { maxLifetimeMs } = this.options;
+    if (maxLifetimeMs > 0) {
+      // Shorten each lifetime by up to 2.5% so connections opened together do not all retire together.
+      slot.expiresAt = now + maxLifetimeMs * (1 - 0.025 * this.#random());
+    }
+    this.#counters.connectsSucceeded++;
+    this.#consecutiveConnectFailures = 0;
+    this.#lastConnectError = undefined;
+    this.#connectGateAt = 0;
+    this.events.emit('connect', { id: slot.id, connection, durationMs });
+    if (slot.isBroken) {
+      this.#destroy(slot, 'broken', slot.broken);
+      this.#pump();
+      return;
+    }
+    if (this.#closing) {
+      this.#destroy(slot, 'closed');
+      return;
+    }
+    this.#makeAvailable(slot, now);
+  }
+
+  #onConnectFailed(slot: Slot<C>, error: unknown, durationMs: number, now: number): void {
+    this.#slots.delete(slot);
+    this.#setState(slot, 'closed');
+    this.#onSettledChange?.();
+    if (this.#closing) return;
+    this.#counters.connectsFailed++;
+    this.#lastConnectError = error;
+    const attempt = ++this.#consecutiveConnectFailures;
+    const fatal = classifyConnectError(error) === 'fatal';
+    this.events.emit('connectError', { error, attempt, fatal, durationMs });
+    if (fatal) {
+      // Retrying cannot fix a wrong password or a missing database: tell the callers now.
+      const fatalError = new ConnectFatalError(error);
+      for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
+        this.#settleWaiter(waiter);
+        waiter.reject(fatalError);
+      }
+    }
+    const delayMs = fullJitterDelay(
+      attempt,
+      { initialDelayMs: this.options.connectBackoffInitialMs, maxDelayMs: this.options.connectBackoffMaxMs },
+      this.#random,
+    );
+    this.#connectGateAt = now + delayMs;
+    if (this.#waiters.size > 0) this.events.emit('retry', { attempt, delayMs, error });
+    this.#pump();
+  }
+
+  #onBroken(slot: Slot<C>, error: unknown): void {
+    if (slot.isBroken || slot.state === 'closed') return;
+    slot.isBroken = true;
+    slot.broken = error;
+    if (slot.state === 'connecting') return; // the attempt's own result decides
+    this.events.emit('error', { id: slot.id, connection: slot.connection, error });
+    if (slot.state === 'idle') {
+      this.#destroy(slot, 'broken', error);
+      this.#pump();
+    }
+    // In use, validating or resetting: whoever holds it sees the failure and the release destroys it.
+  }
+
+  /** A clean connection nobody holds: to the first waiter, else onto the idle stack (or closed if surplus). */
+  #makeAvailable(slot: Slot<C>, now: number): void {
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      this.#handOut(slot, waiter, now);
+      this.#pump();
+      return;
+    }
+    if (this.options.mode === 'null') {
+      this.#destroy(slot, 'null-pool');
+      return;
+    }
+    if (this.#slots.size > this.keptSize && this.options.overflowIdleTimeoutMs === 0) {
+      this.#destroy(slot, 'overflow');
+      return;
+    }
+    this.#setState(slot, 'idle');
+    this.#idle.pushHead(slot);
+    this.#armHousekeeping();
+  }
+
+  /** Every state change goes through here, so the per-state counts can never drift. */
+  #setState(slot: Slot<C>, next: SlotState): void {
+    switch (slot.state) {
+      case 'connecting':
+        this.#connecting--;
+        break;
+      case 'validating':
+        this.#validating--;
+        break;
+      case 'in-use':
+        this.#inUse--;
+        break;
+      case 'resetting':
+        this.#resetting--;
+        break;
+    }
+    switch (next) {
+      case 'connecting':
+        this.#connecting++;
+        break;
+      case 'validating':
+        this.#validating++;
+        break;
+      case 'in-use':
+        this.#inUse++;
+        break;
+      case 'resetting':
+        this.#resetting++;
+        break;
+    }
+    slot.state = next;
+  }
+
+  #handOut(slot: Slot<C>, waiter: Waiter<C>, now: number): void {
+    this.#settleWaiter(waiter);
+    waiter.resolve(this.#checkout(slot, waiter.enqueuedAt, now));
+  }
+
+  #checkout(slot: Slot<C>, requestedAt: number, now: number): Lease<C> {
+    this.#setState(slot, 'in-use');
+    this.#counters.acquires++;
+    const lease = new Lease(slot, slot.connection, now);
+    slot.lease = lease;
+    if (this.events.has('acquire')) {
+      this.events.emit('acquire', { id: slot.id, connection: slot.connection, waitMs: now - requestedAt });
+    }
+    return lease;
+  }
+
+  #needsValidation(slot: Slot<C>, now: number): boolean {
+    const window = this.options.validateAfterIdleMs;
+    return window >= 0 && now - slot.lastUsedAt > window;
+  }
+
+  /** Closes an idle slot that reached its lifetime; returns whether it did. */
+  #retireIfDue(slot: Slot<C>, now: number): boolean {
+    if (now < slot.expiresAt) return false;
+    this.#destroy(slot, 'expired');
+    return true;
+  }
+
+  #validateFor(slot: Slot<C>, waiter: Waiter<C>): void {
+    this.#setState(slot, 'validating');
+    this.#counters.validations++;
+    const startedAt = this.#clock.now();
+    this.#guarded(
+      (signal) => this.#driver.validate(slot.connection, signal),
+      this.options.validationTimeoutMs,
+      'Validating a connection',
+      (error) => {
+        if (slot.state !== 'validating') return; // destroyed by close() meanwhile
+        const now = this.#clock.now();
+        const ok = error === undefined && !slot.isBroken;
+        if (this.events.has('validate')) {
+          const event = { id: slot.id, connection: slot.connection, ok, durationMs: now - startedAt };
+          this.events.emit('validate', ok ? event : { ...event, error: error ?? slot.broken });
+        }
+        if (ok) {
+          slot.lastUsedAt = now;
+          if (waiter.settled) this.#makeAvailable(slot, now);
+          else this.#handOut(slot, waiter, now);
+          return;
+        }
+        this.#counters.validationFailures++;
+        this.#destroy(slot, 'validation-failed', error ?? slot.broken);
+        // The caller keeps its place at the front of the queue and gets the next connection.
+        if (!waiter.settled && !this.#closing) this.#waiters.pushHead(waiter);
+        this.#pump();
+      },
+    );
+  }
+
+  #reset(slot: Slot<C>): void {
+    this.#setState(slot, 'resetting');
+    this.#counters.resets++;
+    this.#guarded(
+      (signal) => this.#driver.reset(slot.connection, signal),
+      this.options.resetTimeoutMs,
+      'Resetting a connection',
+      (error) => {
+        if (slot.state !== 'resetting') return;
+        if (error !== undefined || slot.isBroken || this.#closing) {
+          this.#destroy(slot, this.#closing && error === undefined ? 'closed' : 'reset-failed', error);
+          this.#pump();
+        } else {
+          this.#makeAvailable(slot, this.#clock.now());
+        }
+      },
+    );
+  }
+
+  /** Runs a driver operation under a timeout; `done` gets undefined on success, the error otherwise. */
+  #guarded(
+    operation: (signal: AbortSignal) => Promise<void>,
+    timeoutMs: number,
+    what: string,
+    done: (error: unknown) => void,
+  ): void {
+    const controller = new AbortController();
+    let settled = false;
+    const finish = (error: unknown) => {
+      if (settled) return;
+      settled = true;
+      this.#clock.clearTimeout(timer);
+      done(error);
+    };
+    const timer = this.#clock.setTimeout(
+      () => {
+        const error = new AbortedError(`${what} (timed out after ${timeoutMs}ms)`);
+        controller.abort(error);
+        finish(error);
+      },
+      timeoutMs,
+      false,
+    );
+    let promise: Promise<void>;
+    try {
+      promise = operation(controller.signal);
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    promise.then(
+      () => finish(undefined),
+      (error: unknown) => finish(error ?? new Error(`${what} failed`)),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Waiters giving up
+
+  #settleWaiter(waiter: Waiter<C>): void {
+    waiter.settled = true;
+    this.#waiters.remove(waiter);
+    this.#clock.clearTimeout(waiter.timer);
+    if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+  }
+
+  #onWaiterTimeout(waiter: Waiter<C>): void {
+    if (waiter.settled) return;
+    this.#settleWaiter(waiter);
+    this.#counters.timeouts++;
+    let cause = this.#lastConnectError;
+    if (cause === undefined && this.#connecting > 0) {
+      // An attempt is still hanging: say so, rather than blame an exhausted pool.
+      cause = new ConnectTimeoutError(waiter.timeoutMs);
+    }
+    const error = new AcquireTimeoutError(waiter.timeoutMs, this.snapshot(), cause);
+    this.events.emit('timeout', { waitMs: this.#clock.now() - waiter.enqueuedAt, error });
+    waiter.reject(error);
+  }
+
+  #onWaiterAbort(waiter: Waiter<C>): void {
+    if (waiter.settled) return;
+    this.#settleWaiter(waiter);
+    this.#counters.aborts++;
+    waiter.reject(new AbortedError('Acquiring a connection', waiter.signal?.reason));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Closing connections and keeping house
+
+  #destroy(slot: Slot<C>, reason: EvictReason, error?: unknown, alreadyUnlinked = false): void {
+    if (slot.state === 'closed') return;
+    if (!alreadyUnlinked) this.#idle.remove(slot);
+    this.#setState(slot, 'closed');
+    slot.lease = undefined;
+    this.#slots.delete(slot);
+    this.#counters.evictions[reason]++;
+    this.events.emit(
+      'evict',
+      error === undefined
+        ? { id: slot.id, connection: slot.connection, reason }
+        : { id: slot.id, connection: slot.connection, reason, error },
+    );
+    this.#track(this.#driver.destroy(slot.connection));
+    this.#onSettledChange?.();
+  }
+
+  #track(promise: Promise<void>): void {
+    const tracked = promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#pendingDestroys.add(tracked);
+    void tracked.then(() => this.#pendingDestroys.delete(tracked));
+  }
+
+  #armHousekeeping(): void {
+    if (this.#housekeepingTimer !== undefined || this.#closing) return;
+    this.#housekeepingTimer = this.#clock.setTimeout(
+      () => {
+        this.#housekeepingTimer = undefined;
+        this.#keepHouse();
+      },
+      this.options.housekeepingIntervalMs,
+      false,
+    );
+  }
+
+  /** Closes idle connections past their lifetime or idle timeout, oldest first; never touches one in use. */
+  #keepHouse(): void {
+    if (this.#closing) return;
+    const now = this.#clock.now();
+    const { idleTimeoutMs, overflowIdleTimeoutMs, min } = this.options;
+    let closedAny = false;
+    // The tail of the LIFO stack holds the connections idle the longest.
+    for (let slot = this.#idle.tail; slot !== undefined; ) {
+      const previous = slot.prev;
+      const idleFor = now - slot.lastUsedAt;
+      if (now >= slot.expiresAt) {
+        this.#destroy(slot, 'expired');
+        closedAny = true;
+      } else if (
+        overflowIdleTimeoutMs > 0 &&
+        this.#slots.size > this.keptSize &&
+        idleFor >= overflowIdleTimeoutMs
+      ) {
+        this.#destroy(slot, 'overflow');
+        closedAny = true;
+      } else if (idleTimeoutMs > 0 && idleFor >= idleTimeoutMs && this.#slots.size > min) {
+        this.#destroy(slot, 'idle-timeout');
+        closedAny = true;
+      }
+      slot = previous;
+    }
+    if (closedAny) this.#pump();
+    if (this.#idle.size > 0) this.#armHousekeeping();
+  }
+
+  #clearTimer(which: 'gate' | 'housekeeping'): void {
+    if (which === 'gate') {
+      this.#clock.clearTimeout(this.#gateTimer);
+      this.#gateTimer = undefined;
+    } else {
+      this.#clock.clearTimeout(this.#housekeepingTimer);
+      this.#housekeepingTimer = undefined;
+    }
+  }
+}

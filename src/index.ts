@@ -1,0 +1,31 @@
+/**
+ * pg-steadfast: a fault-tolerant, observable PostgreSQL connection pool that is a drop-in `pg.Pool`.
+ */
+
+export type { Clock } from './engine/clock.js';
+export type { ConnectContext, Driver } from './engine/driver.js';
+export type {
+  AcquireOptions,
+  EngineCounters,
+  EngineEvents,
+  EngineStats,
+  EvictReason,
+  ReleaseOptions,
+  SlotState,
+} from './engine/engine.js';
+export { Engine, Lease } from './engine/engine.js';
+export type { EngineOptions } from './engine/options.js';
+export { engineDefaults } from './engine/options.js';
+export * from './errors.js';
+export type { PoolConfig, SteadfastOptions } from './pg/config.js';
+export type { CallOptions, PoolClient, PoolEventPayloads, QueryConfig } from './pg/pool.js';
+export { Pool } from './pg/pool.js';
+export {
+  classifyConnectError,
+  errorCode,
+  errorLabel,
+  isConnectionBroken,
+  isReadOnlyFailover,
+  isTransactionRetryable,
+  provesNotRun,
+} from './resilience/classify.js';

@@ -1,0 +1,340 @@
+/**
+ * `Pool`: a `pg.Pool` in every way an application or an ORM can see, running on the fault-tolerant
+ * engine. It extends the application's own `pg.Pool`, so `instanceof pg.Pool` holds (Prisma's adapter
+ * checks it) and the constructor name is "Pool" (Drizzle checks it).
+ */
+import { inspect } from 'node:util';
+import pg from 'pg';
+import { Engine, type EngineStats, type EvictReason, type Lease } from '../engine/engine.js';
+import { AbortedError, OutcomeUnknownError } from '../errors.js';
+import { fullJitterDelay } from '../resilience/backoff.js';
+import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
+import { type PoolConfig, resolvePoolConfig } from './config.js';
+import { createPgDriver } from './driver.js';
+
+/** Per-call options of `query()` and `connect()`. */
+export interface CallOptions {
+  /** Gives up when this signal aborts (while waiting for a connection, or between retries). */
+  signal?: AbortSignal | undefined;
+  /** Deadline for the whole call in ms, connection wait and retries included. Default: the pool's `acquireTimeoutMs`. */
+  timeoutMs?: number | undefined;
+  /**
+   * The statement is safe to run twice, so it may be re-sent even when the connection was lost after
+   * it was sent (outcome unknown). Default: the pool's `idempotent` option (false).
+   */
+  idempotent?: boolean | undefined;
+}
+
+/** A query config object that may carry the per-call options. */
+export type QueryConfig = pg.QueryConfig & CallOptions & { rowMode?: 'array' | undefined; types?: unknown };
+
+export type PoolClient = pg.PoolClient;
+
+/** Events this pool emits beyond pg.Pool's `connect`, `acquire`, `release`, `remove` and `error`. */
+export interface PoolEventPayloads {
+  /** A connection was closed: `reason` says why. */
+  evict: { id: number; reason: EvictReason; error?: unknown };
+  /** A retry is scheduled: of a connection attempt, or of a `query()` whose statement provably did not run. */
+  retry: { phase: 'connect' | 'query'; attempt: number; delayMs: number; error: unknown };
+  /** A connection attempt failed. */
+  connectError: { error: unknown; attempt: number; fatal: boolean; durationMs: number };
+  /** An acquire gave up at its deadline. */
+  timeout: { waitMs: number; error: unknown };
+}
+
+const QUERY_RETRY_BACKOFF = { initialDelayMs: 5, maxDelayMs: 1_000 };
+
+type Callback = (error: Error | undefined, result?: any) => void;
+
+export class Pool extends pg.Pool {
+  readonly #engine: Engine<pg.Client>;
+  readonly #retryQueries: boolean;
+  readonly #idempotent: boolean;
+  readonly #leases = new WeakMap<pg.Client, Lease<pg.Client>>();
+  #ended: Promise<void> | undefined;
+
+  constructor(config: PoolConfig = {}) {
+    const resolved = resolvePoolConfig(config);
+    super(config);
+    this.#retryQueries = resolved.retryQueries;
+    this.#idempotent = resolved.idempotent;
+    const Client = resolved.Client ?? pg.Client;
+    this.#engine = new Engine(createPgDriver(Client, resolved.client), resolved.engine);
+    this.#wireEvents();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // pg.Pool's surface
+
+  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
+  override get totalCount(): number {
+    return this.#engine.total;
+  }
+
+  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
+  override get idleCount(): number {
+    return this.#engine.idleCount;
+  }
+
+  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
+  override get waitingCount(): number {
+    return this.#engine.waitingCount;
+  }
+
+  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
+  override get expiredCount(): number {
+    return 0;
+  }
+
+  /**
+   * Checks out a client; give it back with `client.release()` (or `release(err)` / `release(true)` to
+   * close it). Promise form, or pg's callback form `(err, client, done)`.
+   */
+  override connect(): Promise<PoolClient>;
+  override connect(
+    callback: (err: Error | undefined, client: PoolClient | undefined, done: (release?: any) => void) => void,
+  ): void;
+  override connect(options: CallOptions): Promise<PoolClient>;
+  override connect(arg?: unknown): Promise<PoolClient> | undefined {
+    if (typeof arg === 'function') {
+      const callback = arg as (
+        err: Error | undefined,
+        client: PoolClient | undefined,
+        done: (r?: any) => void,
+      ) => void;
+      this.#checkout(undefined).then(
+        (client) => callback(undefined, client, client.release),
+        (error: Error) => callback(error, undefined, noop),
+      );
+      return undefined;
+    }
+    return this.#checkout(arg as CallOptions | undefined);
+  }
+
+  /**
+   * Runs one statement on a pooled connection. Like pg.Pool, with a deadline, and with a retry on a
+   * fresh connection when the connection turned out dead before the statement could run.
+   */
+  override query(...args: any[]): any {
+    const [config, values, callback, options] = normalizeQueryArgs(args);
+    if (typeof config === 'function') {
+      const error = new TypeError('Passing a function as the first parameter to pool.query is not supported');
+      if (callback) {
+        setImmediate(() => callback(error));
+        return undefined;
+      }
+      return Promise.reject(error);
+    }
+    if (config != null && typeof (config as { submit?: unknown }).submit === 'function') {
+      return this.#submit(config as pg.Submittable, values, callback);
+    }
+    const promise = this.#runQuery(config as string | QueryConfig, values, options);
+    if (callback) {
+      promise.then(
+        (result) => callback(undefined, result),
+        (error: Error) => callback(error),
+      );
+      return undefined;
+    }
+    return promise;
+  }
+
+  /** Closes the pool (see `close()`); pg's promise and callback forms. */
+  override end(): Promise<void>;
+  override end(callback: () => void): void;
+  override end(callback?: () => void): Promise<void> | void {
+    const closing = this.close();
+    if (callback) {
+      closing.then(
+        () => callback(),
+        () => callback(),
+      );
+      return;
+    }
+    return closing;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The native API
+
+  /**
+   * Stops taking work, settles every waiter with `PoolClosedError`, lets checked-out clients finish
+   * for up to `timeoutMs` (default `closeTimeoutMs`, 30 s) and then closes everything. Idempotent.
+   */
+  close(options?: { timeoutMs?: number }): Promise<void> {
+    if (this.#ended) return this.#ended;
+    (this as { ending: boolean }).ending = true;
+    this.#ended = this.#engine.close(options).then(() => {
+      (this as { ended: boolean }).ended = true;
+    });
+    return this.#ended;
+  }
+
+  /** A snapshot: connection counts by state, waiters, counters since start. */
+  stats(): EngineStats {
+    return this.#engine.stats();
+  }
+
+  /** The printed form shows the pool's state, never its config (which holds the password). */
+  [inspect.custom](): string {
+    const s = this.#engine.snapshot();
+    return `Pool { total: ${s.total}, idle: ${s.idle}, inUse: ${s.inUse}, connecting: ${s.connecting}, waiting: ${s.waiting}, max: ${s.max} }`;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { ...this.#engine.snapshot(), ended: this.ended };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  async #checkout(options: CallOptions | undefined): Promise<PoolClient> {
+    const lease = await this.#engine.acquire(options);
+    const client = lease.connection as PoolClient;
+    this.#leases.set(client, lease);
+    // A fresh closure per checkout, bound to this lease: it works detached (`const { release } = client`)
+    // and a stale one from an earlier checkout cannot release the current holder's lease.
+    client.release = (error?: Error | boolean) => this.#release(lease, error);
+    return client;
+  }
+
+  #release(lease: Lease<pg.Client>, error?: Error | boolean): void {
+    const client = lease.connection;
+    this.#engine.release(lease, error ? { destroy: true, error } : undefined);
+    this.#safeEmit('release', error instanceof Error ? error : undefined, client);
+  }
+
+  async #runQuery(
+    config: string | QueryConfig,
+    values: unknown,
+    options: CallOptions,
+  ): Promise<pg.QueryResult> {
+    const fromConfig = typeof config === 'object' && config !== null ? config : undefined;
+    const signal = options.signal ?? fromConfig?.signal;
+    const timeoutMs = options.timeoutMs ?? fromConfig?.timeoutMs ?? this.#engine.options.acquireTimeoutMs;
+    const idempotent = options.idempotent ?? fromConfig?.idempotent ?? this.#idempotent;
+    const deadline = performance.now() + timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      const remaining = Math.max(1, deadline - performance.now());
+      const lease = await this.#engine.acquire({ signal, timeoutMs: remaining });
+      const client = lease.connection;
+      let result: pg.QueryResult;
+      try {
+        result = await client.query(config as pg.QueryConfig, values as unknown[] | undefined);
+      } catch (error) {
+        const broken = isConnectionBroken(error);
+        this.#release(lease, broken ? (error as Error) : undefined);
+        if (!broken) throw error; // a SQL error: the server ran the statement and refused it
+        const safe = provesNotRun(error) || idempotent;
+        if (!safe) throw new OutcomeUnknownError(error);
+        if (!this.#retryQueries) throw error;
+        const delayMs = Math.min(fullJitterDelay(attempt, QUERY_RETRY_BACKOFF), deadline - performance.now());
+        if (delayMs < 0) throw error;
+        this.#safeEmit('retry', { phase: 'query', attempt, delayMs, error });
+        await sleep(delayMs, signal);
+        continue;
+      }
+      this.#release(lease);
+      return result;
+    }
+  }
+
+  /** pg's Submittable form (cursors, streams): handed through without retry, as pg.Pool does. */
+  #submit(submittable: pg.Submittable, values: unknown, callback: Callback | undefined): unknown {
+    this.#checkout(undefined).then(
+      (client) => {
+        const original = (submittable as { callback?: Callback }).callback ?? callback;
+        let released = false;
+        const done = (error?: Error) => {
+          if (released) return;
+          released = true;
+          client.release(error && isConnectionBroken(error) ? error : undefined);
+        };
+        (submittable as { callback?: Callback }).callback = (error, result) => {
+          done(error);
+          original?.(error, result);
+        };
+        const emitter = submittable as unknown as NodeJS.EventEmitter;
+        if (typeof emitter.once === 'function') {
+          emitter.once('end', () => done());
+          emitter.once('error', (error: Error) => done(error));
+        }
+        client.query(submittable as any, values as any);
+      },
+      (error: Error) => {
+        const handler = (submittable as { handleError?: (e: Error) => void }).handleError;
+        if (typeof handler === 'function') handler.call(submittable, error);
+        else callback?.(error);
+      },
+    );
+    return submittable;
+  }
+
+  #wireEvents(): void {
+    const events = this.#engine.events;
+    events.on('connect', ({ connection }) => this.#safeEmit('connect', connection));
+    events.on('acquire', ({ connection }) => this.#safeEmit('acquire', connection));
+    events.on('evict', ({ connection, id, reason, error }) => {
+      this.#safeEmit('remove', connection);
+      this.#safeEmit('evict', error === undefined ? { id, reason } : { id, reason, error });
+    });
+    events.on('error', ({ connection, error }) => {
+      // Information only: the engine already evicted the connection. With no listener, nothing is
+      // emitted, so the process never dies of an idle connection's error.
+      if (this.listenerCount('error') > 0) this.#safeEmit('error', error, connection);
+    });
+    events.on('retry', ({ attempt, delayMs, error }) =>
+      this.#safeEmit('retry', { phase: 'connect', attempt, delayMs, error }),
+    );
+    events.on('connectError', (payload) => this.#safeEmit('connectError', payload));
+    events.on('timeout', (payload) => this.#safeEmit('timeout', payload));
+  }
+
+  /** Emits without letting a throwing listener break the pool. */
+  #safeEmit(event: string, ...args: unknown[]): void {
+    if (this.listenerCount(event) === 0) return;
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      process.emitWarning(
+        `A listener for the pool event "${event}" threw: ${(error as Error)?.message ?? String(error)}`,
+        'SteadfastListenerWarning',
+      );
+    }
+  }
+}
+
+function noop(): void {}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0 && !signal?.aborted) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new AbortedError('The query', signal.reason));
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new AbortedError('The query', signal?.reason));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * pg.Pool#query takes (text|config, values?, callback?). This pool also takes per-call options as a
+ * last object argument: (text, values, options) or (text, values, options, callback).
+ */
+function normalizeQueryArgs(args: any[]): [unknown, unknown, Callback | undefined, CallOptions] {
+  const [config, ...rest] = args;
+  let callback: Callback | undefined;
+  if (typeof rest[rest.length - 1] === 'function') callback = rest.pop();
+  let values: unknown;
+  let options: CallOptions = {};
+  if (rest.length >= 1) values = rest[0];
+  if (rest.length >= 2 && rest[1] != null && typeof rest[1] === 'object') options = rest[1] as CallOptions;
+  return [config, values, callback, options];
+}

@@ -1,0 +1,420 @@
+import { describe, expect, it } from 'vitest';
+import { Engine, type EngineEvents, type Lease } from '../../src/engine/engine.js';
+import type { EngineOptions } from '../../src/engine/options.js';
+import {
+  AbortedError,
+  AcquireTimeoutError,
+  ConnectFatalError,
+  ConnectTimeoutError,
+  DoubleReleaseError,
+  ErrorCodes,
+  InvalidOptionError,
+  PoolClosedError,
+  type SteadfastError,
+} from '../../src/errors.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { type FakeConnection, FakeDriver } from '../support/fake-driver.js';
+
+function setup(options: EngineOptions = {}, random = () => 0.5) {
+  const clock = new FakeClock();
+  const driver = new FakeDriver(clock);
+  const engine = new Engine(driver, { validateAfterIdleMs: -1, ...options }, { clock, random });
+  const events: { name: keyof EngineEvents<FakeConnection>; payload: any }[] = [];
+  for (const name of ['connect', 'connectError', 'retry', 'evict', 'validate', 'timeout', 'error'] as const) {
+    engine.events.on(name, (payload) => events.push({ name, payload }));
+  }
+  const invariant = () => {
+    const s = engine.stats();
+    expect(s.total).toBe(s.idle + s.inUse + s.connecting + s.validating + s.resetting);
+    expect(s.total).toBeLessThanOrEqual(s.max);
+    // Every open fake connection belongs to the pool, apart from those whose attempt is still running.
+    expect(driver.openConnections).toBe(s.total - s.connecting);
+  };
+  return { clock, driver, engine, events, invariant };
+}
+
+/** Records how a promise settled, without letting a rejection go unhandled. */
+function track<T>(promise: Promise<T>) {
+  const state: { settled: boolean; value?: T; error?: unknown } = { settled: false };
+  promise.then(
+    (value) => Object.assign(state, { settled: true, value }),
+    (error) => Object.assign(state, { settled: true, error }),
+  );
+  return state;
+}
+
+describe('checkout and release', () => {
+  it('reuses the most recently released connection (LIFO) and keeps counts straight', async () => {
+    const { engine, clock, invariant } = setup({ max: 3 });
+    const a = await engine.acquire();
+    const b = await engine.acquire();
+    invariant();
+    engine.release(a);
+    engine.release(b);
+    await clock.flush();
+    invariant();
+    const c = await engine.acquire();
+    expect(c.connection).toBe(b.connection);
+    expect(engine.stats()).toMatchObject({ total: 2, idle: 1, inUse: 1, waiting: 0 });
+    invariant();
+  });
+
+  it('serves waiters first-in first-out when connections come back', async () => {
+    const { engine, clock } = setup({ max: 1 });
+    const held = await engine.acquire();
+    const order: number[] = [];
+    const waiting = [1, 2, 3].map((n) =>
+      engine.acquire().then((lease) => {
+        order.push(n);
+        engine.release(lease);
+      }),
+    );
+    await clock.flush();
+    expect(engine.waitingCount).toBe(3);
+    engine.release(held);
+    await Promise.all(waiting);
+    expect(order).toEqual([1, 2, 3]);
+  });
+
+  it('throws a typed error on a double release', async () => {
+    const { engine } = setup();
+    const lease = await engine.acquire();
+    engine.release(lease);
+    expect(() => engine.release(lease)).toThrow(DoubleReleaseError);
+    try {
+      engine.release(lease);
+    } catch (error) {
+      expect((error as SteadfastError).code).toBe(ErrorCodes.DOUBLE_RELEASE);
+    }
+  });
+
+  it('destroys a connection released with destroy, and opens a fresh one next', async () => {
+    const { engine, events } = setup();
+    const lease = await engine.acquire();
+    engine.release(lease, { destroy: true, error: new Error('boom') });
+    expect(lease.connection.open).toBe(false);
+    expect(events.find((e) => e.name === 'evict')?.payload.reason).toBe('released-with-error');
+    const next = await engine.acquire();
+    expect(next.connection).not.toBe(lease.connection);
+  });
+
+  it('rolls back a connection returned inside a transaction, and destroys it when that fails', async () => {
+    const { engine, clock, events, invariant } = setup();
+    const lease = await engine.acquire();
+    lease.connection.inTransaction = true;
+    engine.release(lease);
+    expect(engine.stats().resetting).toBe(1);
+    invariant();
+    await clock.flush();
+    expect(lease.connection.inTransaction).toBe(false);
+    expect(engine.stats()).toMatchObject({ idle: 1, resetting: 0 });
+
+    const again = await engine.acquire();
+    expect(again.connection).toBe(lease.connection);
+    again.connection.inTransaction = true;
+    again.connection.failReset = true;
+    engine.release(again);
+    await clock.flush();
+    expect(again.connection.open).toBe(false);
+    expect(events.filter((e) => e.name === 'evict').map((e) => e.payload.reason)).toEqual(['reset-failed']);
+    invariant();
+  });
+});
+
+describe('deadlines and abort', () => {
+  it('times out with a snapshot and the last connect error as cause', async () => {
+    const { engine, clock, driver } = setup({ acquireTimeoutMs: 1_000, connectTimeoutMs: 100_000 });
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    driver.defaultBehaviour = { kind: 'fail', error: refused, delayMs: 5 };
+    const result = track(engine.acquire());
+    await clock.advance(999);
+    expect(result.settled).toBe(false);
+    await clock.advance(1);
+    expect(result.error).toBeInstanceOf(AcquireTimeoutError);
+    const error = result.error as AcquireTimeoutError;
+    expect(error.code).toBe(ErrorCodes.ACQUIRE_TIMEOUT);
+    expect(error.cause).toBe(refused);
+    expect(error.snapshot).toMatchObject({ total: 0, inUse: 0, waiting: 0, max: 10 });
+    expect(error.message).toContain('ECONNREFUSED');
+    expect(error.message).toMatch(/1000ms/);
+  });
+
+  it('says the pool is exhausted (no cause) when every connection is busy', async () => {
+    const { engine, clock } = setup({ max: 1, acquireTimeoutMs: 50 });
+    await engine.acquire();
+    const result = track(engine.acquire());
+    await clock.advance(50);
+    const error = result.error as AcquireTimeoutError;
+    expect(error).toBeInstanceOf(AcquireTimeoutError);
+    expect(error.cause).toBeUndefined();
+    expect(error.snapshot).toMatchObject({ total: 1, inUse: 1, waiting: 0 });
+  });
+
+  it('honours a per-call timeout', async () => {
+    const { engine, clock } = setup({ max: 1 });
+    await engine.acquire();
+    const result = track(engine.acquire({ timeoutMs: 10 }));
+    await clock.advance(10);
+    expect((result.error as AcquireTimeoutError).timeoutMs).toBe(10);
+  });
+
+  it('rejects at once for an aborted signal, and on a later abort', async () => {
+    const { engine, clock } = setup({ max: 1 });
+    const controller = new AbortController();
+    controller.abort(new Error('gone'));
+    await expect(engine.acquire({ signal: controller.signal })).rejects.toBeInstanceOf(AbortedError);
+    await engine.acquire();
+    const later = new AbortController();
+    const result = track(engine.acquire({ signal: later.signal }));
+    await clock.flush();
+    later.abort();
+    await clock.flush();
+    expect(result.error).toBeInstanceOf(AbortedError);
+    expect(engine.waitingCount).toBe(0);
+  });
+
+  it('puts the connection meant for an abandoned acquire back to idle', async () => {
+    const { engine, clock, driver, invariant } = setup();
+    driver.defaultBehaviour = { kind: 'ok', delayMs: 100 };
+    const controller = new AbortController();
+    const result = track(engine.acquire({ signal: controller.signal }));
+    await clock.advance(50);
+    controller.abort();
+    await clock.advance(100);
+    expect(result.error).toBeInstanceOf(AbortedError);
+    expect(engine.stats()).toMatchObject({ total: 1, idle: 1, inUse: 0 });
+    invariant();
+  });
+});
+
+describe('opening connections', () => {
+  it('retries with backoff until the server answers, within the deadline', async () => {
+    const { engine, clock, driver, events } = setup({
+      connectBackoffInitialMs: 100,
+      connectBackoffMaxMs: 1_000,
+    });
+    const error = Object.assign(new Error('refused'), { code: 'ECONNREFUSED' });
+    driver.script.push({ kind: 'fail', error }, { kind: 'fail', error }, { kind: 'fail', error });
+    const result = track(engine.acquire());
+    await clock.advance(5_000);
+    expect(result.value).toBeDefined();
+    expect(driver.connectCalls).toBe(4);
+    const retries = events.filter((e) => e.name === 'retry').map((e) => e.payload);
+    expect(retries.map((r) => r.attempt)).toEqual([1, 2, 3]);
+    // Full jitter with random() = 0.5: half of 100, 200, 400.
+    expect(retries.map((r) => r.delayMs)).toEqual([50, 100, 200]);
+  });
+
+  it('never runs more connection attempts at once than maxConnectConcurrency', async () => {
+    const { engine, clock, driver } = setup({ max: 50, maxConnectConcurrency: 3 });
+    driver.defaultBehaviour = { kind: 'ok', delayMs: 20 };
+    const leases = Array.from({ length: 40 }, () => engine.acquire());
+    await clock.advance(1_000);
+    await Promise.all(leases);
+    expect(driver.maxInFlight).toBe(3);
+  });
+
+  it('stops attempting when nobody waits any more', async () => {
+    const { engine, clock, driver } = setup({ acquireTimeoutMs: 1_000 });
+    driver.defaultBehaviour = {
+      kind: 'fail',
+      error: Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }),
+    };
+    track(engine.acquire());
+    await clock.advance(1_000);
+    const calls = driver.connectCalls;
+    expect(calls).toBeGreaterThan(1);
+    await clock.advance(60_000);
+    expect(driver.connectCalls).toBe(calls);
+  });
+
+  it('fails waiters at once on a fatal error such as a wrong password', async () => {
+    const { engine, clock, driver } = setup();
+    const authError = Object.assign(new Error('password authentication failed for user "app"'), {
+      code: '28P01',
+      severity: 'FATAL',
+    });
+    driver.defaultBehaviour = { kind: 'fail', error: authError };
+    const a = track(engine.acquire());
+    const b = track(engine.acquire());
+    await clock.flush();
+    expect(a.error).toBeInstanceOf(ConnectFatalError);
+    expect(b.error).toBeInstanceOf(ConnectFatalError);
+    expect((a.error as ConnectFatalError).cause).toBe(authError);
+    expect(driver.connectCalls).toBeLessThanOrEqual(2);
+  });
+
+  it('gives up on a hanging connect after connectTimeoutMs and reports it as the cause', async () => {
+    const { engine, clock, driver } = setup({ connectTimeoutMs: 1_000, acquireTimeoutMs: 2_500 });
+    driver.defaultBehaviour = { kind: 'hang' };
+    const result = track(engine.acquire());
+    await clock.advance(2_500);
+    const error = result.error as AcquireTimeoutError;
+    expect(error).toBeInstanceOf(AcquireTimeoutError);
+    expect(error.cause).toBeInstanceOf(ConnectTimeoutError);
+    expect(driver.connectCalls).toBeGreaterThanOrEqual(2);
+    expect(driver.inFlight).toBe(1);
+  });
+});
+
+describe('keeping connections healthy', () => {
+  it('evicts an idle connection that breaks, without any listener, and never hands it out', async () => {
+    const clock = new FakeClock();
+    const driver = new FakeDriver(clock);
+    const engine = new Engine(driver, {}, { clock });
+    const lease = await engine.acquire();
+    engine.release(lease);
+    lease.connection.breakNow();
+    expect(engine.stats()).toMatchObject({ total: 0, idle: 0 });
+    expect(engine.stats().counters.evictions.broken).toBe(1);
+    const next = await engine.acquire();
+    expect(next.connection).not.toBe(lease.connection);
+  });
+
+  it('destroys a connection that broke while in use when it comes back', async () => {
+    const { engine } = setup();
+    const lease = await engine.acquire();
+    lease.connection.breakNow();
+    expect(engine.stats().inUse).toBe(1);
+    engine.release(lease);
+    expect(engine.stats()).toMatchObject({ total: 0 });
+  });
+
+  it('validates a connection idle longer than the window, and takes another when validation fails', async () => {
+    const { engine, clock, events, invariant } = setup({ validateAfterIdleMs: 500 });
+    const a = await engine.acquire();
+    const b = await engine.acquire();
+    engine.release(a);
+    engine.release(b);
+    await clock.advance(400);
+    const fresh = await engine.acquire();
+    expect(events.filter((e) => e.name === 'validate')).toHaveLength(0);
+    engine.release(fresh);
+    await clock.advance(600);
+    b.connection.failValidation = true;
+    const checked = await engine.acquire();
+    invariant();
+    expect(checked.connection).toBe(a.connection);
+    const validations = events.filter((e) => e.name === 'validate').map((e) => e.payload.ok);
+    expect(validations).toEqual([false, true]);
+    expect(b.connection.open).toBe(false);
+  });
+
+  it('retires idle connections at their lifetime, with jitter, but never one in use', async () => {
+    const { engine, clock, events } = setup({ maxLifetimeMs: 10_000, idleTimeoutMs: 0 }, () => 1);
+    const held = await engine.acquire();
+    const idle = await engine.acquire();
+    engine.release(idle);
+    // Lifetime shortened by 2.5% with random() = 1: 9750 ms.
+    await clock.advance(9_749);
+    expect(engine.stats().total).toBe(2);
+    await clock.advance(1_001);
+    expect(idle.connection.open).toBe(false);
+    expect(held.connection.open).toBe(true);
+    expect(engine.stats()).toMatchObject({ total: 1, inUse: 1 });
+    engine.release(held);
+    expect(held.connection.open).toBe(false);
+    expect(events.filter((e) => e.name === 'evict').map((e) => e.payload.reason)).toEqual([
+      'expired',
+      'expired',
+    ]);
+  });
+
+  it('closes idle connections beyond min after the idle timeout', async () => {
+    const { engine, clock } = setup({ idleTimeoutMs: 5_000, min: 1 });
+    const leases = await Promise.all([engine.acquire(), engine.acquire(), engine.acquire()]);
+    for (const lease of leases) engine.release(lease);
+    await clock.advance(4_000);
+    expect(engine.stats().idle).toBe(3);
+    await clock.advance(2_000);
+    expect(engine.stats()).toMatchObject({ total: 1, idle: 1 });
+  });
+
+  it('closes overflow connections when they come back with nobody waiting', async () => {
+    const { engine } = setup({ max: 3, maxOverflow: 1 });
+    const leases = await Promise.all([engine.acquire(), engine.acquire(), engine.acquire()]);
+    expect(engine.stats()).toMatchObject({ total: 3, overflow: 1, keptSize: 2 });
+    engine.release(leases[0]!);
+    expect(engine.stats()).toMatchObject({ total: 2, overflow: 0 });
+    engine.release(leases[1]!);
+    engine.release(leases[2]!);
+    expect(engine.stats()).toMatchObject({ total: 2, idle: 2 });
+    expect(engine.stats().counters.evictions.overflow).toBe(1);
+  });
+
+  it('caches nothing in null mode', async () => {
+    const { engine } = setup({ mode: 'null' });
+    const a = await engine.acquire();
+    engine.release(a);
+    expect(a.connection.open).toBe(false);
+    const b = await engine.acquire();
+    expect(b.connection).not.toBe(a.connection);
+    expect(engine.stats().total).toBe(1);
+  });
+});
+
+describe('close', () => {
+  it('rejects waiters and new work, waits for checked-out connections, and is idempotent', async () => {
+    const { engine, clock, driver } = setup({ max: 1 });
+    const held = await engine.acquire();
+    const waiter = track(engine.acquire());
+    await clock.flush();
+    const closing = engine.close();
+    expect(engine.close()).toBe(closing);
+    await clock.flush();
+    expect(waiter.error).toBeInstanceOf(PoolClosedError);
+    await expect(engine.acquire()).rejects.toBeInstanceOf(PoolClosedError);
+    const closed = track(closing);
+    await clock.flush();
+    expect(closed.settled).toBe(false);
+    engine.release(held);
+    await clock.flush();
+    expect(closed.settled).toBe(true);
+    expect(driver.openConnections).toBe(0);
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+
+  it('destroys connections still checked out when its timeout passes', async () => {
+    const { engine, clock, driver } = setup();
+    const held = await engine.acquire();
+    const closed = track(engine.close({ timeoutMs: 1_000 }));
+    await clock.advance(999);
+    expect(closed.settled).toBe(false);
+    await clock.advance(1);
+    expect(closed.settled).toBe(true);
+    expect(driver.openConnections).toBe(0);
+    expect(() => engine.release(held)).not.toThrow();
+  });
+});
+
+describe('options', () => {
+  it('names the option, the value and the range', () => {
+    const clock = new FakeClock();
+    const driver = new FakeDriver(clock);
+    expect(() => new Engine(driver, { max: 0 })).toThrow(
+      /Invalid option max: got 0, expected an integer from 1/,
+    );
+    expect(() => new Engine(driver, { max: 1e9 })).toThrow(InvalidOptionError);
+    expect(() => new Engine(driver, { acquireTimeoutMs: Number.NaN })).toThrow(/acquireTimeoutMs: got NaN/);
+    expect(() => new Engine(driver, { mode: 'lifo' as never })).toThrow(/expected one of "queue", "null"/);
+    expect(() => new Engine(driver, { max: 5, maxOverflow: 5 })).toThrow(/maxOverflow/);
+  });
+});
+
+describe('events', () => {
+  it('keeps working when a listener throws', async () => {
+    const { engine } = setup();
+    engine.events.on('acquire', () => {
+      throw new Error('listener bug');
+    });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const lease: Lease<FakeConnection> = await engine.acquire();
+    engine.release(lease);
+    await new Promise((r) => setImmediate(r));
+    process.off('warning', onWarning);
+    expect(engine.stats()).toMatchObject({ idle: 1, inUse: 0 });
+    expect(warnings.some((w) => w.includes('listener bug'))).toBe(true);
+  });
+});
