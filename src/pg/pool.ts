@@ -198,9 +198,9 @@ export class Pool extends pg.Pool {
   }
 
   #release(lease: Lease<pg.Client>, error?: Error | boolean): void {
-    const client = lease.connection;
+    // pg.Pool announces the release before the connection moves on to the next caller.
+    if (!lease.released) this.#safeEmit('release', error instanceof Error ? error : undefined, lease.connection);
     this.#engine.release(lease, error ? { destroy: true, error } : undefined);
-    this.#safeEmit('release', error instanceof Error ? error : undefined, client);
   }
 
   async #runQuery(

@@ -1,0 +1,231 @@
+/**
+ * The pg.Pool face against a real PostgreSQL: the surface ORMs and applications use, and the
+ * behaviour that makes it safer than pg.Pool (reset on release, idle errors that cannot crash, retries).
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AcquireTimeoutError,
+  ConnectTimeoutError,
+  DoubleReleaseError,
+  ErrorCodes,
+  OutcomeUnknownError,
+  Pool,
+  PoolClosedError,
+} from '../../src/index.js';
+import { ChaosProxy } from '../../testbed/chaos-proxy.js';
+import { PostgresServer } from '../../testbed/postgres.js';
+
+let server: PostgresServer;
+const pools: Pool[] = [];
+const uncaught: unknown[] = [];
+const onUncaught = (error: unknown) => uncaught.push(error);
+
+function newPool(config: ConstructorParameters<typeof Pool>[0] = {}): Pool {
+  const pool = new Pool({ ...server.clientConfig(), ...config });
+  pools.push(pool);
+  return pool;
+}
+
+beforeAll(async () => {
+  server = await PostgresServer.start();
+  process.on('uncaughtException', onUncaught);
+  process.on('unhandledRejection', onUncaught);
+});
+
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.end()));
+  expect(uncaught).toEqual([]);
+});
+
+afterAll(async () => {
+  process.off('uncaughtException', onUncaught);
+  process.off('unhandledRejection', onUncaught);
+  await server?.destroy();
+});
+
+describe('pg.Pool compatibility', () => {
+  it('is a pg.Pool by instanceof and by constructor name', () => {
+    const pool = newPool();
+    expect(pool).toBeInstanceOf(pg.Pool);
+    expect(pool.constructor.name).toContain('Pool');
+    expect(pool.options.max).toBe(10);
+  });
+
+  it('runs queries in promise and callback forms, with values, rowMode and types', async () => {
+    const pool = newPool();
+    const viaPromise = await pool.query('SELECT $1::int + 1 AS n', [41]);
+    expect(viaPromise.rows).toEqual([{ n: 42 }]);
+    const viaConfig = await pool.query({ text: 'SELECT 1 AS a, 2 AS b', rowMode: 'array' });
+    expect(viaConfig.rows).toEqual([[1, 2]]);
+    const types = { getTypeParser: () => (value: string) => `parsed:${value}` };
+    const typed = await pool.query({ text: 'SELECT 7::int AS n', types } as pg.QueryConfig);
+    expect(typed.rows[0].n).toBe('parsed:7');
+    const viaCallback = await new Promise<pg.QueryResult>((resolve, reject) => {
+      const returned = pool.query('SELECT $1::text AS t', ['cb'], (err: Error | undefined, res: pg.QueryResult) =>
+        err ? reject(err) : resolve(res),
+      );
+      expect(returned).toBeUndefined();
+    });
+    expect(viaCallback.rows[0].t).toBe('cb');
+    const noValues = await new Promise<pg.QueryResult>((resolve, reject) =>
+      pool.query('SELECT 3 AS n', (err: Error | undefined, res: pg.QueryResult) => (err ? reject(err) : resolve(res))),
+    );
+    expect(noValues.rows[0].n).toBe(3);
+  });
+
+  it('passes SQL errors through untouched and keeps the connection', async () => {
+    const pool = newPool();
+    await pool.query('SELECT 1');
+    const error = await pool.query('SELEC 1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(pg.DatabaseError);
+    expect((error as pg.DatabaseError).code).toBe('42601');
+    expect(pool.totalCount).toBe(1);
+    expect(pool.stats().counters.evictions.broken + pool.stats().counters.evictions['released-with-error']).toBe(0);
+  });
+
+  it('hands out real pg.Clients whose release works detached, and refuses a double release', async () => {
+    const pool = newPool();
+    const client = await pool.connect();
+    expect(client).toBeInstanceOf(pg.Client);
+    expect(typeof client.processID).toBe('number');
+    const { release } = client;
+    release();
+    expect(pool.idleCount).toBe(1);
+    expect(() => release()).toThrow(DoubleReleaseError);
+    const viaCallback = await new Promise<pg.PoolClient>((resolve, reject) =>
+      pool.connect((err, c, done) => {
+        if (err || !c) return reject(err);
+        expect(done).toBe(c.release);
+        resolve(c);
+      }),
+    );
+    expect(viaCallback).toBe(client); // LIFO: the same connection again
+    viaCallback.release(true);
+    expect(pool.totalCount).toBe(0);
+  });
+
+  it('keeps pg counts and emits pg events', async () => {
+    const pool = newPool({ max: 2 });
+    const seen: string[] = [];
+    for (const name of ['connect', 'acquire', 'release', 'remove'] as const) pool.on(name, () => seen.push(name));
+    const a = await pool.connect();
+    const b = await pool.connect();
+    const waiting = pool.connect();
+    await new Promise((r) => setTimeout(r, 20));
+    expect([pool.totalCount, pool.idleCount, pool.waitingCount]).toEqual([2, 0, 1]);
+    a.release();
+    (await waiting).release();
+    b.release(new Error('done with it'));
+    expect([pool.totalCount, pool.idleCount, pool.waitingCount]).toEqual([1, 1, 0]);
+    expect(seen).toEqual(['connect', 'acquire', 'connect', 'acquire', 'release', 'acquire', 'release', 'release', 'remove']);
+  });
+
+  it('rolls back a client returned inside a transaction before anyone else gets it', async () => {
+    const pool = newPool({ max: 1 });
+    await pool.query('CREATE TABLE IF NOT EXISTS reset_probe (id int)');
+    const client = await pool.connect();
+    await client.query('BEGIN');
+    await client.query('INSERT INTO reset_probe VALUES (1)');
+    client.release();
+    const next = await pool.connect();
+    expect(next).toBe(client);
+    expect(next.getTransactionStatus?.() ?? 'I').toBe('I');
+    const { rows } = await next.query('SELECT count(*)::int AS n FROM reset_probe');
+    expect(rows[0].n).toBe(0);
+    next.release();
+  });
+
+  it('ends in promise and callback forms, idempotently, leaving no server connection', async () => {
+    const pool = newPool({ application_name: 'end-probe' } as never);
+    await Promise.all([pool.query('SELECT pg_sleep(0.05)'), pool.query('SELECT 1')]);
+    expect(await server.countConnections({ applicationName: 'end-probe' })).toBeGreaterThan(0);
+    await new Promise<void>((resolve) => pool.end(resolve));
+    await pool.end();
+    expect(pool.ended).toBe(true);
+    expect(await server.countConnections({ applicationName: 'end-probe' })).toBe(0);
+    await expect(pool.query('SELECT 1')).rejects.toBeInstanceOf(PoolClosedError);
+  });
+
+  it('never prints its password', () => {
+    const pool = newPool({ password: 'hunter2-secret' });
+    const { inspect } = require('node:util') as typeof import('node:util');
+    expect(inspect(pool)).not.toContain('hunter2');
+    expect(JSON.stringify(pool)).not.toContain('hunter2');
+  });
+});
+
+describe('faults on single connections', () => {
+  it('survives an idle connection being killed with no error listener, and the next query works', async () => {
+    const pool = newPool({ application_name: 'idle-kill' } as never);
+    await pool.query('SELECT 1');
+    expect(pool.listenerCount('error')).toBe(0);
+    expect(await server.terminateBackends({ applicationName: 'idle-kill' })).toBe(1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(pool.totalCount).toBe(0);
+    expect(pool.stats().counters.evictions.broken).toBe(1);
+    expect((await pool.query('SELECT 2 AS n')).rows[0].n).toBe(2);
+  });
+
+  it('reports an idle connection error to an error listener, as information', async () => {
+    const pool = newPool({ application_name: 'idle-kill-2' } as never);
+    const errors: unknown[] = [];
+    pool.on('error', (err) => errors.push(err));
+    await pool.query('SELECT 1');
+    await server.terminateBackends({ applicationName: 'idle-kill-2' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(errors).toHaveLength(1);
+    expect((errors[0] as pg.DatabaseError).code).toBe('57P01');
+  });
+
+  it('re-runs a statement the server aborted before it could commit (57P01)', async () => {
+    const pool = newPool({ application_name: 'retry-57P01' } as never);
+    const retries: unknown[] = [];
+    pool.on('retry', (event) => retries.push(event));
+    const running = pool.query('SELECT pg_sleep(0.5), 1 AS n');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await server.terminateBackends({ applicationName: 'retry-57P01' })).toBe(1);
+    expect((await running).rows[0].n).toBe(1);
+    expect(retries).toHaveLength(1);
+    expect(retries[0]).toMatchObject({ phase: 'query', attempt: 1 });
+  });
+
+  it('reports outcome unknown when the connection is lost after the statement was sent, unless idempotent', async () => {
+    const proxy = await ChaosProxy.start({ host: server.host, port: server.port });
+    try {
+      const pool = newPool({ host: proxy.host, port: proxy.port });
+      await pool.query('SELECT 1');
+      const lost = pool.query('SELECT pg_sleep(0.5)');
+      await new Promise((r) => setTimeout(r, 100));
+      proxy.resetAll();
+      const error = await lost.catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OutcomeUnknownError);
+      expect((error as OutcomeUnknownError).code).toBe(ErrorCodes.OUTCOME_UNKNOWN);
+      expect((error as OutcomeUnknownError).cause).toBeInstanceOf(Error);
+
+      const retried = pool.query('SELECT pg_sleep(0.5), 5 AS n', [], { idempotent: true });
+      await new Promise((r) => setTimeout(r, 100));
+      proxy.resetAll();
+      expect((await retried).rows[0].n).toBe(5);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('fails a hanging connect by its deadline, with the connect timeout as cause', async () => {
+    const proxy = await ChaosProxy.start({ host: server.host, port: server.port });
+    try {
+      proxy.blackhole();
+      const pool = newPool({ host: proxy.host, port: proxy.port, connectTimeoutMs: 300, acquireTimeoutMs: 1_000 });
+      const started = performance.now();
+      const error = await pool.query('SELECT 1').catch((e: unknown) => e);
+      const elapsed = performance.now() - started;
+      expect(error).toBeInstanceOf(AcquireTimeoutError);
+      expect((error as AcquireTimeoutError).cause).toBeInstanceOf(ConnectTimeoutError);
+      expect(elapsed).toBeGreaterThanOrEqual(990);
+      expect(elapsed).toBeLessThan(3_000);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
