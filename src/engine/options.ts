@@ -29,7 +29,7 @@ export interface EngineOptions {
   maxConnectConcurrency?: number;
   /** First retry delay after a failed connection attempt, in ms (full jitter). Default 10 (HikariCP). */
   connectBackoffInitialMs?: number;
-  /** Cap of the retry delay, in ms. Default 5000 (HikariCP). */
+  /** Cap of the retry delay, in ms. Default 2000: a recovered server is used within about a second on average, while a pool still makes at most a few attempts per second during an outage (HikariCP caps at 5000). */
   connectBackoffMaxMs?: number;
   /**
    * A connection idle longer than this (ms) is validated with a round trip before it is handed out;
@@ -66,7 +66,7 @@ export const engineDefaults: ResolvedEngineOptions = {
   connectTimeoutMs: 5_000,
   maxConnectConcurrency: 2,
   connectBackoffInitialMs: 10,
-  connectBackoffMaxMs: 5_000,
+  connectBackoffMaxMs: 2_000,
   validateAfterIdleMs: 500,
   validationTimeoutMs: 5_000,
   resetTimeoutMs: 5_000,

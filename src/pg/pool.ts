@@ -46,6 +46,7 @@ const QUERY_RETRY_BACKOFF = { initialDelayMs: 5, maxDelayMs: 1_000 };
 
 type Callback = (error: Error | undefined, result?: any) => void;
 
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the interface below only adds typed overloads of on/once/off for the native events.
 export class Pool extends pg.Pool {
   readonly #engine: Engine<pg.Client>;
   readonly #retryQueries: boolean;
@@ -199,7 +200,8 @@ export class Pool extends pg.Pool {
 
   #release(lease: Lease<pg.Client>, error?: Error | boolean): void {
     // pg.Pool announces the release before the connection moves on to the next caller.
-    if (!lease.released) this.#safeEmit('release', error instanceof Error ? error : undefined, lease.connection);
+    if (!lease.released)
+      this.#safeEmit('release', error instanceof Error ? error : undefined, lease.connection);
     this.#engine.release(lease, error ? { destroy: true, error } : undefined);
   }
 
@@ -301,6 +303,21 @@ export class Pool extends pg.Pool {
       );
     }
   }
+}
+
+// The native events, typed, next to pg.Pool's own (declaration merging adds the overloads).
+type PgPoolEvent = 'error' | 'release' | 'connect' | 'acquire' | 'remove';
+type PgPoolListener<K extends PgPoolEvent> = K extends 'release' | 'error'
+  ? (err: Error, client: pg.PoolClient) => void
+  : (client: pg.PoolClient) => void;
+
+export interface Pool {
+  on<K extends PgPoolEvent>(event: K, listener: PgPoolListener<K>): this;
+  on<K extends keyof PoolEventPayloads>(event: K, listener: (payload: PoolEventPayloads[K]) => void): this;
+  once<K extends PgPoolEvent>(event: K, listener: PgPoolListener<K>): this;
+  once<K extends keyof PoolEventPayloads>(event: K, listener: (payload: PoolEventPayloads[K]) => void): this;
+  off<K extends PgPoolEvent>(event: K, listener: PgPoolListener<K>): this;
+  off<K extends keyof PoolEventPayloads>(event: K, listener: (payload: PoolEventPayloads[K]) => void): this;
 }
 
 function noop(): void {}

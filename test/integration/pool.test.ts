@@ -62,14 +62,18 @@ describe('pg.Pool compatibility', () => {
     const typed = await pool.query({ text: 'SELECT 7::int AS n', types } as pg.QueryConfig);
     expect(typed.rows[0].n).toBe('parsed:7');
     const viaCallback = await new Promise<pg.QueryResult>((resolve, reject) => {
-      const returned = pool.query('SELECT $1::text AS t', ['cb'], (err: Error | undefined, res: pg.QueryResult) =>
-        err ? reject(err) : resolve(res),
+      const returned = pool.query(
+        'SELECT $1::text AS t',
+        ['cb'],
+        (err: Error | undefined, res: pg.QueryResult) => (err ? reject(err) : resolve(res)),
       );
       expect(returned).toBeUndefined();
     });
     expect(viaCallback.rows[0].t).toBe('cb');
     const noValues = await new Promise<pg.QueryResult>((resolve, reject) =>
-      pool.query('SELECT 3 AS n', (err: Error | undefined, res: pg.QueryResult) => (err ? reject(err) : resolve(res))),
+      pool.query('SELECT 3 AS n', (err: Error | undefined, res: pg.QueryResult) =>
+        err ? reject(err) : resolve(res),
+      ),
     );
     expect(noValues.rows[0].n).toBe(3);
   });
@@ -81,14 +85,16 @@ describe('pg.Pool compatibility', () => {
     expect(error).toBeInstanceOf(pg.DatabaseError);
     expect((error as pg.DatabaseError).code).toBe('42601');
     expect(pool.totalCount).toBe(1);
-    expect(pool.stats().counters.evictions.broken + pool.stats().counters.evictions['released-with-error']).toBe(0);
+    expect(
+      pool.stats().counters.evictions.broken + pool.stats().counters.evictions['released-with-error'],
+    ).toBe(0);
   });
 
   it('hands out real pg.Clients whose release works detached, and refuses a double release', async () => {
     const pool = newPool();
     const client = await pool.connect();
     expect(client).toBeInstanceOf(pg.Client);
-    expect(typeof client.processID).toBe('number');
+    expect(typeof (client as unknown as { processID: unknown }).processID).toBe('number');
     const { release } = client;
     release();
     expect(pool.idleCount).toBe(1);
@@ -108,7 +114,8 @@ describe('pg.Pool compatibility', () => {
   it('keeps pg counts and emits pg events', async () => {
     const pool = newPool({ max: 2 });
     const seen: string[] = [];
-    for (const name of ['connect', 'acquire', 'release', 'remove'] as const) pool.on(name, () => seen.push(name));
+    for (const name of ['connect', 'acquire', 'release', 'remove'] as const)
+      pool.on(name, () => seen.push(name));
     const a = await pool.connect();
     const b = await pool.connect();
     const waiting = pool.connect();
@@ -118,7 +125,17 @@ describe('pg.Pool compatibility', () => {
     (await waiting).release();
     b.release(new Error('done with it'));
     expect([pool.totalCount, pool.idleCount, pool.waitingCount]).toEqual([1, 1, 0]);
-    expect(seen).toEqual(['connect', 'acquire', 'connect', 'acquire', 'release', 'acquire', 'release', 'release', 'remove']);
+    expect(seen).toEqual([
+      'connect',
+      'acquire',
+      'connect',
+      'acquire',
+      'release',
+      'acquire',
+      'release',
+      'release',
+      'remove',
+    ]);
   });
 
   it('rolls back a client returned inside a transaction before anyone else gets it', async () => {
@@ -216,7 +233,12 @@ describe('faults on single connections', () => {
     const proxy = await ChaosProxy.start({ host: server.host, port: server.port });
     try {
       proxy.blackhole();
-      const pool = newPool({ host: proxy.host, port: proxy.port, connectTimeoutMs: 300, acquireTimeoutMs: 1_000 });
+      const pool = newPool({
+        host: proxy.host,
+        port: proxy.port,
+        connectTimeoutMs: 300,
+        acquireTimeoutMs: 1_000,
+      });
       const started = performance.now();
       const error = await pool.query('SELECT 1').catch((e: unknown) => e);
       const elapsed = performance.now() - started;
@@ -227,5 +249,48 @@ describe('faults on single connections', () => {
     } finally {
       await proxy.close();
     }
+  });
+});
+
+describe('abandoned acquires', () => {
+  it('leaves no leaked connection and no growing heap after 10,000 aborted or timed-out acquires', async () => {
+    const { setFlagsFromString } = await import('node:v8');
+    const { runInNewContext } = await import('node:vm');
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const pool = newPool({ max: 2, application_name: 'abandon' } as never);
+    const held = [await pool.connect(), await pool.connect()];
+
+    const abandon = async (count: number) => {
+      const settled: Promise<unknown>[] = [];
+      for (let i = 0; i < count; i++) {
+        if (i % 2 === 0) {
+          const controller = new AbortController();
+          settled.push(pool.connect({ signal: controller.signal }).catch((e: unknown) => e));
+          controller.abort();
+        } else {
+          settled.push(pool.connect({ timeoutMs: 1 }).catch((e: unknown) => e));
+        }
+      }
+      const outcomes = await Promise.all(settled);
+      expect(outcomes.every((o) => o instanceof Error)).toBe(true);
+    };
+
+    await abandon(10_000); // warm up: JIT, lazily created structures
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    await abandon(10_000);
+    // Connections that arrive for nobody go back to the pool: release the held ones meanwhile.
+    for (const client of held) client.release();
+    gc();
+    const growth = process.memoryUsage().heapUsed - before;
+    expect(pool.waitingCount).toBe(0);
+    expect(pool.totalCount).toBe(2);
+    expect(pool.idleCount).toBe(2);
+    expect(await server.countConnections({ applicationName: 'abandon' })).toBe(2);
+    expect(growth).toBeLessThan(1024 * 1024);
+    const stats = pool.stats();
+    expect(stats.counters.aborts).toBe(10_000);
+    expect(stats.counters.timeouts).toBe(10_000);
   });
 });

@@ -1,0 +1,3 @@
+import { defineFaultSuite } from './faults.shared.js';
+
+defineFaultSuite('direct');
