@@ -18,7 +18,10 @@ afterAll(async () => {
   await server?.destroy();
 });
 
-function runConsumer(file: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+function runConsumer(
+  file: string,
+  env: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   const path = fileURLToPath(new URL(`../fixtures/${file}`, import.meta.url));
   const started = performance.now();
   return new Promise((resolve, reject) => {
@@ -48,7 +51,13 @@ describe('the built package', () => {
       const result = await runConsumer(file, { END_POOL: '1' });
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
-      expect(JSON.parse(result.stdout)).toEqual({ format, n: 1, isPgPool: true, name: 'Pool', typedError: true });
+      expect(JSON.parse(result.stdout)).toEqual({
+        format,
+        n: 1,
+        isPgPool: true,
+        name: 'Pool',
+        typedError: true,
+      });
     });
 
     it(`lets a ${format} process exit on its own without end()`, async () => {
