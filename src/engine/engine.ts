@@ -46,6 +46,8 @@ export type EvictReason =
   | 'released-with-error'
   /** It reached its maximum lifetime. */
   | 'expired'
+  /** It was checked out `maxUses` times. */
+  | 'max-uses'
   /** It stayed idle longer than the idle timeout. */
   | 'idle-timeout'
   /** It was a burst connection beyond the kept size, and nobody needed it any more. */
@@ -134,6 +136,8 @@ class Slot<C> implements ListNode<Slot<C>> {
   lastUsedAt = 0;
   broken: unknown = undefined;
   isBroken = false;
+  /** How many times it has been checked out. */
+  uses = 0;
   lease: Lease<C> | undefined = undefined;
 
   constructor(readonly id: number) {}
@@ -214,6 +218,7 @@ export class Engine<C> {
       'reset-failed': 0,
       'released-with-error': 0,
       expired: 0,
+      'max-uses': 0,
       'idle-timeout': 0,
       overflow: 0,
       'null-pool': 0,
@@ -346,6 +351,8 @@ export class Engine<C> {
       this.#destroy(slot, 'null-pool');
     } else if (now >= slot.expiresAt) {
       this.#destroy(slot, 'expired');
+    } else if (this.options.maxUses > 0 && slot.uses >= this.options.maxUses) {
+      this.#destroy(slot, 'max-uses');
     } else if (this.#driver.needsReset(slot.connection)) {
       this.#reset(slot);
       return;
@@ -628,6 +635,7 @@ export class Engine<C> {
 
   #checkout(slot: Slot<C>, requestedAt: number, now: number): Lease<C> {
     this.#setState(slot, 'in-use');
+    slot.uses++;
     this.#counters.acquires++;
     const lease = new Lease(slot, slot.connection, now);
     slot.lease = lease;

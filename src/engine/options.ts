@@ -45,6 +45,8 @@ export interface EngineOptions {
    * by a random 0-2.5% so they do not all expire at once. 0 disables. Default 1800000 (30 min).
    */
   maxLifetimeMs?: number;
+  /** A connection is closed after it has been checked out this many times (pg.Pool's `maxUses`). 0: no limit. Default 0. */
+  maxUses?: number;
   /** An idle connection beyond `min` is closed after this long, in ms. 0 disables. Default 10000 (as `pg.Pool`). */
   idleTimeoutMs?: number;
   /** How long an overflow connection may idle before it closes, in ms. Default 0: closed when returned. */
@@ -71,6 +73,7 @@ export const engineDefaults: ResolvedEngineOptions = {
   validationTimeoutMs: 5_000,
   resetTimeoutMs: 5_000,
   maxLifetimeMs: 30 * 60_000,
+  maxUses: 0,
   idleTimeoutMs: 10_000,
   overflowIdleTimeoutMs: 0,
   housekeepingIntervalMs: 1_000,
@@ -123,6 +126,7 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     ),
     resetTimeoutMs: durationOption('resetTimeoutMs', options.resetTimeoutMs, d.resetTimeoutMs, 1),
     maxLifetimeMs: durationOption('maxLifetimeMs', options.maxLifetimeMs, d.maxLifetimeMs, 0),
+    maxUses: integerOption('maxUses', options.maxUses, d.maxUses, 0),
     idleTimeoutMs: durationOption('idleTimeoutMs', options.idleTimeoutMs, d.idleTimeoutMs, 0),
     overflowIdleTimeoutMs: durationOption(
       'overflowIdleTimeoutMs',

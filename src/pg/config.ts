@@ -82,6 +82,8 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
   const engine: EngineOptions = {
     ...pick(config),
     max: config.max ?? (config as { poolSize?: number }).poolSize,
+    // pg.Pool spells "no limit" as Infinity.
+    maxUses: config.maxUses === Number.POSITIVE_INFINITY ? 0 : config.maxUses,
     acquireTimeoutMs: config.acquireTimeoutMs ?? (pgTimeout > 0 ? pgTimeout : undefined),
     idleTimeoutMs: config.idleTimeoutMs ?? pgIdle,
     maxLifetimeMs: config.maxLifetimeMs ?? (pgLifetime > 0 ? pgLifetime * 1_000 : undefined),
@@ -99,6 +101,7 @@ function pick(config: PoolConfig): EngineOptions {
   const {
     min,
     maxOverflow,
+    maxUses,
     mode,
     connectTimeoutMs,
     maxConnectConcurrency,
@@ -114,6 +117,7 @@ function pick(config: PoolConfig): EngineOptions {
   const picked: EngineOptions = {
     min,
     maxOverflow,
+    maxUses,
     mode,
     connectTimeoutMs,
     maxConnectConcurrency,

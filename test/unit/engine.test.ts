@@ -418,3 +418,17 @@ describe('events', () => {
     expect(warnings.some((w) => w.includes('listener bug'))).toBe(true);
   });
 });
+
+describe('maxUses', () => {
+  it('closes a connection after it was checked out maxUses times', async () => {
+    const { engine, events } = setup({ maxUses: 2 });
+    const first = await engine.acquire();
+    engine.release(first);
+    const second = await engine.acquire();
+    expect(second.connection).toBe(first.connection);
+    engine.release(second);
+    expect(first.connection.open).toBe(false);
+    expect(events.filter((e) => e.name === 'evict').map((e) => e.payload.reason)).toEqual(['max-uses']);
+    expect((await engine.acquire()).connection).not.toBe(first.connection);
+  });
+});
