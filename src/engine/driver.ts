@@ -29,6 +29,11 @@ export interface Driver<C> {
   needsReset(connection: C): boolean;
   /** Brings such a connection back to a clean state (e.g. ROLLBACK). Rejects when that is not possible. */
   reset(connection: C, signal: AbortSignal): Promise<void>;
+  /**
+   * Told when a connection starts (`true`) and stops (`false`) idling, e.g. to let the process exit
+   * while only idle connections remain (pg.Pool's `allowExitOnIdle`). Optional.
+   */
+  setIdle?(connection: C, idle: boolean): void;
   /** Closes the connection; resolves when its socket is gone. Never rejects. */
   destroy(connection: C): Promise<void>;
 }

@@ -259,6 +259,14 @@ export class Engine<C> {
     return this.#lastConnectError;
   }
 
+  /** Checked-out connections already past their lifetime (closed when released). O(total). */
+  expiredInUseCount(): number {
+    const now = this.#clock.now();
+    let count = 0;
+    for (const slot of this.#slots) if (slot.state === 'in-use' && now >= slot.expiresAt) count++;
+    return count;
+  }
+
   snapshot(): PoolSnapshot {
     return {
       total: this.#slots.size,
@@ -592,11 +600,13 @@ export class Engine<C> {
     }
     this.#setState(slot, 'idle');
     this.#idle.pushHead(slot);
+    this.#driver.setIdle?.(slot.connection, true);
     this.#armHousekeeping();
   }
 
   /** Every state change goes through here, so the per-state counts can never drift. */
   #setState(slot: Slot<C>, next: SlotState): void {
+    if (slot.state === 'idle' && next !== 'closed') this.#driver.setIdle?.(slot.connection, false);
     switch (slot.state) {
       case 'connecting':
         this.#connecting--;

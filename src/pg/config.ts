@@ -66,6 +66,7 @@ export interface ResolvedPoolConfig {
   Client: ClientConstructor | undefined;
   retryQueries: boolean;
   idempotent: boolean;
+  allowExitOnIdle: boolean;
 }
 
 export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
@@ -86,7 +87,10 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     maxUses: config.maxUses === Number.POSITIVE_INFINITY ? 0 : config.maxUses,
     acquireTimeoutMs: config.acquireTimeoutMs ?? (pgTimeout > 0 ? pgTimeout : undefined),
     idleTimeoutMs: config.idleTimeoutMs ?? pgIdle,
-    maxLifetimeMs: config.maxLifetimeMs ?? (pgLifetime > 0 ? pgLifetime * 1_000 : undefined),
+    // pg's maxLifetimeSeconds: 0 (its default) means no limit when given explicitly; when absent, this
+    // pool's 30-minute default applies (connections are recycled, as HikariCP and SQLAlchemy do).
+    maxLifetimeMs:
+      config.maxLifetimeMs ?? (config.maxLifetimeSeconds === undefined ? undefined : pgLifetime * 1_000),
   };
   return {
     engine,
@@ -94,6 +98,7 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     Client: config.Client as ClientConstructor | undefined,
     retryQueries: config.retryQueries ?? true,
     idempotent: config.idempotent ?? false,
+    allowExitOnIdle: config.allowExitOnIdle ?? false,
   };
 }
 

@@ -55,8 +55,27 @@ async function queryWithAbort(client: pg.Client, text: string, signal: AbortSign
   }
 }
 
-export function createPgDriver(Client: ClientConstructor, clientConfig: pg.ClientConfig): Driver<pg.Client> {
+export interface PgDriverOptions {
+  /** Idle connections do not hold the process open (pg.Pool's `allowExitOnIdle`). */
+  allowExitOnIdle?: boolean;
+}
+
+export function createPgDriver(
+  Client: ClientConstructor,
+  clientConfig: pg.ClientConfig,
+  options: PgDriverOptions = {},
+): Driver<pg.Client> {
   return {
+    ...(options.allowExitOnIdle
+      ? {
+          setIdle(client: pg.Client, idle: boolean) {
+            // pg.Client has ref()/unref() (they act on its socket); its type declarations omit them.
+            const socketHolder = client as unknown as { ref(): void; unref(): void };
+            if (idle) socketHolder.unref();
+            else socketHolder.ref();
+          },
+        }
+      : {}),
     async connect({ signal, onBroken }: ConnectContext): Promise<pg.Client> {
       const client = new Client(clientConfig);
       let connected = false;

@@ -6,7 +6,7 @@
 import { inspect } from 'node:util';
 import pg from 'pg';
 import { Engine, type EngineStats, type EvictReason, type Lease } from '../engine/engine.js';
-import { AbortedError, OutcomeUnknownError } from '../errors.js';
+import { AbortedError, AcquireTimeoutError, OutcomeUnknownError } from '../errors.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
 import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
@@ -51,7 +51,6 @@ export class Pool extends pg.Pool {
   readonly #engine: Engine<pg.Client>;
   readonly #retryQueries: boolean;
   readonly #idempotent: boolean;
-  readonly #leases = new WeakMap<pg.Client, Lease<pg.Client>>();
   #ended: Promise<void> | undefined;
 
   constructor(config: PoolConfig = {}) {
@@ -60,31 +59,51 @@ export class Pool extends pg.Pool {
     this.#retryQueries = resolved.retryQueries;
     this.#idempotent = resolved.idempotent;
     const Client = resolved.Client ?? pg.Client;
-    this.#engine = new Engine(createPgDriver(Client, resolved.client), resolved.engine);
+    this.#engine = new Engine(
+      createPgDriver(Client, resolved.client, { allowExitOnIdle: resolved.allowExitOnIdle }),
+      resolved.engine,
+    );
     this.#wireEvents();
   }
 
   // ---------------------------------------------------------------------------------------------
   // pg.Pool's surface
 
-  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
-  override get totalCount(): number {
-    return this.#engine.total;
-  }
+  // pg's types declare the counts as properties, while pg-pool defines getters; declaring them here and
+  // defining the getters in the static block keeps the emitted types valid without skipLibCheck.
+  declare readonly totalCount: number;
+  declare readonly idleCount: number;
+  declare readonly waitingCount: number;
+  /** Checked-out connections past their lifetime: they close when they come back. */
+  declare readonly expiredCount: number;
 
-  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
-  override get idleCount(): number {
-    return this.#engine.idleCount;
-  }
-
-  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
-  override get waitingCount(): number {
-    return this.#engine.waitingCount;
-  }
-
-  // @ts-expect-error pg's types declare a property; pg-pool itself defines a getter, as here.
-  override get expiredCount(): number {
-    return 0;
+  static {
+    Object.defineProperties(this.prototype, {
+      totalCount: {
+        configurable: true,
+        get(this: Pool) {
+          return this.#engine.total;
+        },
+      },
+      idleCount: {
+        configurable: true,
+        get(this: Pool) {
+          return this.#engine.idleCount;
+        },
+      },
+      waitingCount: {
+        configurable: true,
+        get(this: Pool) {
+          return this.#engine.waitingCount;
+        },
+      },
+      expiredCount: {
+        configurable: true,
+        get(this: Pool) {
+          return this.#engine.expiredInUseCount();
+        },
+      },
+    });
   }
 
   /**
@@ -116,6 +135,33 @@ export class Pool extends pg.Pool {
    * Runs one statement on a pooled connection. Like pg.Pool, with a deadline, and with a retry on a
    * fresh connection when the connection turned out dead before the statement could run.
    */
+  override query<T extends pg.Submittable>(queryStream: T): T;
+  override query<R extends any[] = any[], I = any[]>(
+    queryConfig: pg.QueryArrayConfig<I> & CallOptions,
+    values?: pg.QueryConfigValues<I>,
+    options?: CallOptions,
+  ): Promise<pg.QueryArrayResult<R>>;
+  override query<R extends pg.QueryResultRow = any, I = any[]>(
+    queryConfig: pg.QueryConfig<I> & CallOptions,
+  ): Promise<pg.QueryResult<R>>;
+  override query<R extends pg.QueryResultRow = any, I = any[]>(
+    queryTextOrConfig: string | (pg.QueryConfig<I> & CallOptions),
+    values?: pg.QueryConfigValues<I>,
+    options?: CallOptions,
+  ): Promise<pg.QueryResult<R>>;
+  override query<R extends any[] = any[], I = any[]>(
+    queryConfig: pg.QueryArrayConfig<I>,
+    callback: (err: Error, result: pg.QueryArrayResult<R>) => void,
+  ): void;
+  override query<R extends pg.QueryResultRow = any, I = any[]>(
+    queryTextOrConfig: string | pg.QueryConfig<I>,
+    callback: (err: Error, result: pg.QueryResult<R>) => void,
+  ): void;
+  override query<R extends pg.QueryResultRow = any, I = any[]>(
+    queryText: string,
+    values: pg.QueryConfigValues<I>,
+    callback: (err: Error, result: pg.QueryResult<R>) => void,
+  ): void;
   override query(...args: any[]): any {
     const [config, values, callback, options] = normalizeQueryArgs(args);
     if (typeof config === 'function') {
@@ -191,7 +237,6 @@ export class Pool extends pg.Pool {
   async #checkout(options: CallOptions | undefined): Promise<PoolClient> {
     const lease = await this.#engine.acquire(options);
     const client = lease.connection as PoolClient;
-    this.#leases.set(client, lease);
     // A fresh closure per checkout, bound to this lease: it works detached (`const { release } = client`)
     // and a stale one from an earlier checkout cannot release the current holder's lease.
     client.release = (error?: Error | boolean) => this.#release(lease, error);
@@ -216,8 +261,10 @@ export class Pool extends pg.Pool {
     const idempotent = options.idempotent ?? fromConfig?.idempotent ?? this.#idempotent;
     const deadline = performance.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
-      const remaining = Math.max(1, deadline - performance.now());
-      const lease = await this.#engine.acquire({ signal, timeoutMs: remaining });
+      const lease =
+        attempt === 1
+          ? await this.#engine.acquire({ signal, timeoutMs })
+          : await this.#reacquire(deadline, timeoutMs, signal);
       const client = lease.connection;
       let result: pg.QueryResult;
       try {
@@ -237,6 +284,21 @@ export class Pool extends pg.Pool {
       }
       this.#release(lease);
       return result;
+    }
+  }
+
+  /** Acquires for a retry within what is left of the call's deadline; a timeout reports the whole deadline. */
+  async #reacquire(
+    deadline: number,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Lease<pg.Client>> {
+    try {
+      return await this.#engine.acquire({ signal, timeoutMs: Math.max(1, deadline - performance.now()) });
+    } catch (error) {
+      if (error instanceof AcquireTimeoutError)
+        throw new AcquireTimeoutError(timeoutMs, error.snapshot, error.cause);
+      throw error;
     }
   }
 

@@ -68,3 +68,35 @@ describe('the built package', () => {
     });
   }
 });
+
+describe('allowExitOnIdle', () => {
+  it('lets the process exit while an idle connection is still open', async () => {
+    const result = await runConsumer('consumer.mjs', { END_POOL: '0', ALLOW_EXIT_ON_IDLE: '1' });
+    expect(result.code).toBe(0);
+    expect(result.ms).toBeLessThan(10_000);
+  });
+});
+
+describe('the built type declarations', () => {
+  it('type-check for a strict consumer with skipLibCheck off', async () => {
+    const tsc = fileURLToPath(new URL('../../node_modules/typescript/bin/tsc', import.meta.url));
+    const fixture = fileURLToPath(new URL('../fixtures/consumer-types.ts', import.meta.url));
+    const args = [tsc, '--noEmit', '--strict', '--skipLibCheck', 'false', '--module', 'nodenext'];
+    const result = await new Promise<{ code: number | null; output: string }>((resolve) => {
+      const child = spawn(process.execPath, [
+        ...args,
+        '--moduleResolution',
+        'nodenext',
+        '--types',
+        'node',
+        fixture,
+      ]);
+      let output = '';
+      child.stdout.on('data', (chunk) => (output += chunk));
+      child.stderr.on('data', (chunk) => (output += chunk));
+      child.on('close', (code) => resolve({ code, output }));
+    });
+    expect(result.output).toBe('');
+    expect(result.code).toBe(0);
+  }, 60_000);
+});
