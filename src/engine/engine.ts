@@ -72,8 +72,11 @@ export interface EngineEvents<C> {
   validate: { id: number; connection: C; ok: boolean; durationMs: number; error?: unknown };
   /** A connection was closed, and why. */
   evict: { id: number; connection: C; reason: EvictReason; error?: unknown };
-  /** A connection reported an error of its own (it is then evicted). Informational only. */
-  error: { id: number; connection: C; error: unknown };
+  /**
+   * A connection reported an error of its own (it is evicted: at once when idle, on release otherwise).
+   * Informational only.
+   */
+  error: { id: number; connection: C; error: unknown; idle: boolean };
   /** An acquire gave up at its deadline. */
   timeout: { waitMs: number; error: AcquireTimeoutError };
   /** The pool finished closing. */
@@ -136,6 +139,8 @@ class Slot<C> implements ListNode<Slot<C>> {
   lastUsedAt = 0;
   broken: unknown = undefined;
   isBroken = false;
+  /** The caller a validation in progress is for. */
+  validatingFor: Waiter<C> | undefined = undefined;
   /** How many times it has been checked out. */
   uses = 0;
   lease: Lease<C> | undefined = undefined;
@@ -199,7 +204,9 @@ export class Engine<C> {
   #connectGateAt = 0;
   #gateTimer: TimerHandle = undefined;
   #housekeepingTimer: TimerHandle = undefined;
-  #closing: Promise<void> | undefined = undefined;
+  /** Set first thing in close(), so nothing started during teardown sees an open pool. */
+  #isClosing = false;
+  #closed: Promise<void> | undefined = undefined;
   #onSettledChange: (() => void) | undefined = undefined;
   readonly #counters: EngineCounters = {
     connectsStarted: 0,
@@ -251,7 +258,7 @@ export class Engine<C> {
   }
 
   get closed(): boolean {
-    return this.#closing !== undefined;
+    return this.#isClosing;
   }
 
   /** The last connection error since the last successful connect, if any. */
@@ -287,7 +294,7 @@ export class Engine<C> {
       keptSize: this.keptSize,
       overflow: Math.max(0, total - this.keptSize),
       min: this.options.min,
-      closing: this.#closing !== undefined,
+      closing: this.#isClosing,
       consecutiveConnectFailures: this.#consecutiveConnectFailures,
       counters: { ...this.#counters, evictions: { ...this.#counters.evictions } },
     };
@@ -295,7 +302,7 @@ export class Engine<C> {
 
   /** Checks out a connection: an idle one (validated if it idled long), a new one, or one released later. */
   acquire(options?: AcquireOptions): Promise<Lease<C>> {
-    if (this.#closing) return Promise.reject(new PoolClosedError());
+    if (this.#isClosing) return Promise.reject(new PoolClosedError());
     const signal = options?.signal;
     if (signal?.aborted) {
       this.#counters.aborts++;
@@ -353,7 +360,7 @@ export class Engine<C> {
       this.#destroy(slot, 'broken', slot.broken);
     } else if (options?.destroy) {
       this.#destroy(slot, 'released-with-error', options.error);
-    } else if (this.#closing) {
+    } else if (this.#isClosing) {
       this.#destroy(slot, 'closed');
     } else if (this.options.mode === 'null') {
       this.#destroy(slot, 'null-pool');
@@ -377,8 +384,21 @@ export class Engine<C> {
    * Resolves when every connection is closed. Calling it again returns the same promise.
    */
   close(options?: { timeoutMs?: number }): Promise<void> {
-    if (this.#closing) return this.#closing;
+    if (this.#closed) return this.#closed;
+    this.#isClosing = true;
     const timeoutMs = options?.timeoutMs ?? this.options.closeTimeoutMs;
+    const error = new PoolClosedError('The pool was closed while this caller waited for a connection');
+    for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
+      this.#settleWaiter(waiter);
+      waiter.reject(error);
+    }
+    for (const controller of this.#attempts) controller.abort(new PoolClosedError());
+    for (const slot of [...this.#slots]) {
+      // Idle connections close now; a validation in progress ends now too, and its caller is told.
+      if (slot.state === 'idle' || slot.state === 'validating') this.#destroy(slot, 'closed');
+    }
+    this.#clearTimer('gate');
+    this.#clearTimer('housekeeping');
     let closeTimer: TimerHandle;
     const drained = new Promise<void>((resolve) => {
       const check = () => {
@@ -390,36 +410,22 @@ export class Engine<C> {
       this.#onSettledChange = check;
       closeTimer = this.#clock.setTimeout(
         () => {
-          // Time is up: destroy what is still checked out. Its holder's next query fails.
-          for (const slot of [...this.#slots]) {
-            if (slot.state === 'in-use' || slot.state === 'resetting' || slot.state === 'validating') {
-              this.#destroy(slot, 'closed');
-            }
-          }
+          // Time is up: destroy whatever is left (checked out, resetting). Its holder's next query fails.
+          for (const slot of [...this.#slots]) if (slot.state !== 'connecting') this.#destroy(slot, 'closed');
           check();
         },
         timeoutMs,
         true,
       );
+      check();
     });
-    this.#closing = (async () => {
-      const error = new PoolClosedError('The pool was closed while this caller waited for a connection');
-      for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
-        this.#settleWaiter(waiter);
-        waiter.reject(error);
-      }
-      for (const controller of this.#attempts) controller.abort(new PoolClosedError());
-      for (let slot = this.#idle.shift(); slot; slot = this.#idle.shift())
-        this.#destroy(slot, 'closed', undefined, true);
-      this.#clearTimer('gate');
-      this.#clearTimer('housekeeping');
-      this.#onSettledChange?.();
+    this.#closed = (async () => {
       await drained;
       this.#clock.clearTimeout(closeTimer);
       await Promise.all([...this.#pendingDestroys]);
       this.events.emit('close', {});
     })();
-    return this.#closing;
+    return this.#closed;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -427,7 +433,7 @@ export class Engine<C> {
 
   /** Hands idle connections to waiters in FIFO order, then opens connections for those still waiting. */
   #pump(): void {
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     const now = this.#clock.now();
     while (this.#waiters.size > 0 && this.#idle.size > 0) {
       const slot = this.#idle.shift()!;
@@ -534,10 +540,6 @@ export class Engine<C> {
       this.#pump();
       return;
     }
-    if (this.#closing) {
-      this.#destroy(slot, 'closed');
-      return;
-    }
     this.#makeAvailable(slot, now);
   }
 
@@ -545,12 +547,18 @@ export class Engine<C> {
     this.#slots.delete(slot);
     this.#setState(slot, 'closed');
     this.#onSettledChange?.();
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     this.#counters.connectsFailed++;
     this.#lastConnectError = error;
     const attempt = ++this.#consecutiveConnectFailures;
     const fatal = classifyConnectError(error) === 'fatal';
-    this.events.emit('connectError', { error, attempt, fatal, durationMs });
+    const delayMs = fullJitterDelay(
+      attempt,
+      { initialDelayMs: this.options.connectBackoffInitialMs, maxDelayMs: this.options.connectBackoffMaxMs },
+      this.#random,
+    );
+    // The backoff is in force before any listener runs, so a listener that acquires cannot skip it.
+    this.#connectGateAt = now + delayMs;
     if (fatal) {
       // Retrying cannot fix a wrong password or a missing database: tell the callers now.
       const fatalError = new ConnectFatalError(error);
@@ -559,14 +567,10 @@ export class Engine<C> {
         waiter.reject(fatalError);
       }
     }
-    const delayMs = fullJitterDelay(
-      attempt,
-      { initialDelayMs: this.options.connectBackoffInitialMs, maxDelayMs: this.options.connectBackoffMaxMs },
-      this.#random,
-    );
-    this.#connectGateAt = now + delayMs;
-    if (this.#waiters.size > 0) this.events.emit('retry', { attempt, delayMs, error });
+    const willRetry = this.#waiters.size > 0;
     this.#pump();
+    this.events.emit('connectError', { error, attempt, fatal, durationMs });
+    if (willRetry) this.events.emit('retry', { attempt, delayMs, error });
   }
 
   #onBroken(slot: Slot<C>, error: unknown): void {
@@ -574,16 +578,19 @@ export class Engine<C> {
     slot.isBroken = true;
     slot.broken = error;
     if (slot.state === 'connecting') return; // the attempt's own result decides
-    this.events.emit('error', { id: slot.id, connection: slot.connection, error });
-    if (slot.state === 'idle') {
-      this.#destroy(slot, 'broken', error);
-      this.#pump();
-    }
     // In use, validating or resetting: whoever holds it sees the failure and the release destroys it.
+    const idle = slot.state === 'idle';
+    if (idle) this.#destroy(slot, 'broken', error);
+    this.events.emit('error', { id: slot.id, connection: slot.connection, error, idle });
+    if (idle) this.#pump();
   }
 
   /** A clean connection nobody holds: to the first waiter, else onto the idle stack (or closed if surplus). */
   #makeAvailable(slot: Slot<C>, now: number): void {
+    if (this.#isClosing) {
+      this.#destroy(slot, 'closed');
+      return;
+    }
     const waiter = this.#waiters.shift();
     if (waiter !== undefined) {
       this.#handOut(slot, waiter, now);
@@ -669,6 +676,7 @@ export class Engine<C> {
 
   #validateFor(slot: Slot<C>, waiter: Waiter<C>): void {
     this.#setState(slot, 'validating');
+    slot.validatingFor = waiter;
     this.#counters.validations++;
     const startedAt = this.#clock.now();
     this.#guarded(
@@ -676,24 +684,23 @@ export class Engine<C> {
       this.options.validationTimeoutMs,
       'Validating a connection',
       (error) => {
-        if (slot.state !== 'validating') return; // destroyed by close() meanwhile
+        // Destroyed meanwhile (close, or it broke): #destroy already dealt with the waiter.
+        if (slot.state !== 'validating') return;
         const now = this.#clock.now();
         const ok = error === undefined && !slot.isBroken;
-        if (this.events.has('validate')) {
-          const event = { id: slot.id, connection: slot.connection, ok, durationMs: now - startedAt };
-          this.events.emit('validate', ok ? event : { ...event, error: error ?? slot.broken });
-        }
+        const event = { id: slot.id, connection: slot.connection, ok, durationMs: now - startedAt };
         if (ok) {
+          slot.validatingFor = undefined;
           slot.lastUsedAt = now;
           if (waiter.settled) this.#makeAvailable(slot, now);
           else this.#handOut(slot, waiter, now);
-          return;
+        } else {
+          this.#counters.validationFailures++;
+          // #destroy puts the caller back at the front of the queue; the pump finds it another connection.
+          this.#destroy(slot, 'validation-failed', error ?? slot.broken);
+          this.#pump();
         }
-        this.#counters.validationFailures++;
-        this.#destroy(slot, 'validation-failed', error ?? slot.broken);
-        // The caller keeps its place at the front of the queue and gets the next connection.
-        if (!waiter.settled && !this.#closing) this.#waiters.pushHead(waiter);
-        this.#pump();
+        this.events.emit('validate', ok ? event : { ...event, error: error ?? slot.broken });
       },
     );
   }
@@ -707,8 +714,8 @@ export class Engine<C> {
       'Resetting a connection',
       (error) => {
         if (slot.state !== 'resetting') return;
-        if (error !== undefined || slot.isBroken || this.#closing) {
-          this.#destroy(slot, this.#closing && error === undefined ? 'closed' : 'reset-failed', error);
+        if (error !== undefined || slot.isBroken || this.#isClosing) {
+          this.#destroy(slot, this.#isClosing && error === undefined ? 'closed' : 'reset-failed', error);
           this.#pump();
         } else {
           this.#makeAvailable(slot, this.#clock.now());
@@ -790,7 +797,18 @@ export class Engine<C> {
   #destroy(slot: Slot<C>, reason: EvictReason, error?: unknown, alreadyUnlinked = false): void {
     if (slot.state === 'closed') return;
     if (!alreadyUnlinked) this.#idle.remove(slot);
+    const waiter = slot.validatingFor;
+    slot.validatingFor = undefined;
     this.#setState(slot, 'closed');
+    if (waiter !== undefined && !waiter.settled) {
+      // The caller whose connection was being validated keeps its place, or learns the pool closed.
+      if (this.#isClosing) {
+        this.#settleWaiter(waiter);
+        waiter.reject(new PoolClosedError('The pool was closed while this caller waited for a connection'));
+      } else {
+        this.#waiters.pushHead(waiter);
+      }
+    }
     slot.lease = undefined;
     this.#slots.delete(slot);
     this.#counters.evictions[reason]++;
@@ -814,7 +832,7 @@ export class Engine<C> {
   }
 
   #armHousekeeping(): void {
-    if (this.#housekeepingTimer !== undefined || this.#closing) return;
+    if (this.#housekeepingTimer !== undefined || this.#isClosing) return;
     this.#housekeepingTimer = this.#clock.setTimeout(
       () => {
         this.#housekeepingTimer = undefined;
@@ -827,13 +845,16 @@ export class Engine<C> {
 
   /** Closes idle connections past their lifetime or idle timeout, oldest first; never touches one in use. */
   #keepHouse(): void {
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     const now = this.#clock.now();
     const { idleTimeoutMs, overflowIdleTimeoutMs, min } = this.options;
     let closedAny = false;
-    // The tail of the LIFO stack holds the connections idle the longest.
-    for (let slot = this.#idle.tail; slot !== undefined; ) {
-      const previous = slot.prev;
+    // The tail of the LIFO stack holds the connections idle the longest. Decide on a copy: an 'evict'
+    // listener may check a connection out while we go.
+    const candidates: Slot<C>[] = [];
+    for (let slot = this.#idle.tail; slot !== undefined; slot = slot.prev) candidates.push(slot);
+    for (const slot of candidates) {
+      if (slot.state !== 'idle') continue;
       const idleFor = now - slot.lastUsedAt;
       if (now >= slot.expiresAt) {
         this.#destroy(slot, 'expired');
@@ -849,7 +870,6 @@ export class Engine<C> {
         this.#destroy(slot, 'idle-timeout');
         closedAny = true;
       }
-      slot = previous;
     }
     if (closedAny) this.#pump();
     if (this.#idle.size > 0) this.#armHousekeeping();

@@ -341,10 +341,11 @@ export class Pool extends pg.Pool {
       this.#safeEmit('remove', connection);
       this.#safeEmit('evict', error === undefined ? { id, reason } : { id, reason, error });
     });
-    events.on('error', ({ connection, error }) => {
-      // Information only: the engine already evicted the connection. With no listener, nothing is
-      // emitted, so the process never dies of an idle connection's error.
-      if (this.listenerCount('error') > 0) this.#safeEmit('error', error, connection);
+    events.on('error', ({ connection, error, idle }) => {
+      // Information only: the engine already evicted the connection. As in pg.Pool, only errors of idle
+      // clients reach 'error' (a checked-out client's error reaches its holder). With no listener,
+      // nothing is emitted, so the process never dies of an idle connection's error.
+      if (idle) this.#safeEmit('error', error, connection);
     });
     events.on('retry', ({ attempt, delayMs, error }) =>
       this.#safeEmit('retry', { phase: 'connect', attempt, delayMs, error }),

@@ -53,6 +53,10 @@ async function runScenario(seed: number, steps: number): Promise<void> {
     },
     { clock, random },
   );
+  driver.validateDelayMs = random() < 0.5 ? 0 : Math.floor(random() * 40);
+  // Some runs close the pool part-way and keep going: everything after must be refused cleanly.
+  const closeAtStep = random() < 0.3 ? Math.floor(random() * steps) : -1;
+  let closing: Promise<void> | undefined;
   const pending: Pending[] = [];
   const held: Lease<FakeConnection>[] = [];
 
@@ -61,7 +65,9 @@ async function runScenario(seed: number, steps: number): Promise<void> {
     const context = `seed ${seed}, ${where}`;
     expect(s.total, context).toBe(s.idle + s.inUse + s.connecting + s.validating + s.resetting);
     expect(s.total, context).toBeLessThanOrEqual(max);
-    expect(s.inUse, context).toBe(held.length);
+    // close() destroys connections still checked out when its timeout passes; their leases linger here.
+    if (closing) expect(s.inUse, context).toBeLessThanOrEqual(held.length);
+    else expect(s.inUse, context).toBe(held.length);
     expect(driver.openConnections, context).toBe(s.total - s.connecting);
     expect(driver.maxInFlight, context).toBeLessThanOrEqual(engine.options.maxConnectConcurrency);
     for (const p of pending) {
@@ -71,6 +77,7 @@ async function runScenario(seed: number, steps: number): Promise<void> {
   };
 
   for (let step = 0; step < steps; step++) {
+    if (step === closeAtStep) closing = engine.close({ timeoutMs: 500 });
     const r = random();
     if (r < 0.3) {
       const abort = random() < 0.3 ? new AbortController() : undefined;
@@ -136,7 +143,7 @@ async function runScenario(seed: number, steps: number): Promise<void> {
   await clock.flush();
   check('wind down');
   expect(pending.every((p) => p.settled)).toBe(true);
-  const closed = engine.close({ timeoutMs: 1_000 });
+  const closed = closing ?? engine.close({ timeoutMs: 1_000 });
   await clock.advance(2_000);
   await closed;
   for (const lease of held.splice(0)) engine.release(lease);

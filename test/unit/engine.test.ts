@@ -432,3 +432,77 @@ describe('maxUses', () => {
     expect((await engine.acquire()).connection).not.toBe(first.connection);
   });
 });
+
+describe('regressions: close and re-entrancy', () => {
+  it('close() settles and leaves nothing open when a validation succeeds after its caller gave up', async () => {
+    const { engine, clock, driver } = setup({ validateAfterIdleMs: 500 });
+    driver.validateDelayMs = 100;
+    engine.release(await engine.acquire());
+    await clock.advance(1_000);
+    const controller = new AbortController();
+    const caller = track(engine.acquire({ signal: controller.signal }));
+    await clock.advance(10);
+    controller.abort();
+    const closed = track(engine.close());
+    await clock.advance(200);
+    expect(caller.error).toBeInstanceOf(AbortedError);
+    expect(closed.settled).toBe(true);
+    expect(driver.openConnections).toBe(0);
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+
+  it('close() rejects a caller whose connection is being validated, at once', async () => {
+    const { engine, clock, driver } = setup({ validateAfterIdleMs: 500 });
+    driver.validateDelayMs = 100;
+    engine.release(await engine.acquire());
+    await clock.advance(1_000);
+    const caller = track(engine.acquire());
+    await clock.advance(10);
+    const closed = track(engine.close());
+    await clock.flush();
+    expect(caller.error).toBeInstanceOf(PoolClosedError);
+    expect(closed.settled).toBe(true);
+    await clock.advance(200);
+    expect(driver.openConnections).toBe(0);
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+
+  it('an evict listener that acquires during close() is refused', async () => {
+    const { engine, clock } = setup();
+    engine.release(await engine.acquire());
+    const during: ReturnType<typeof track>[] = [];
+    engine.events.on('evict', () => during.push(track(engine.acquire())));
+    await engine.close();
+    await clock.flush();
+    expect(during).toHaveLength(1);
+    expect(during[0]!.error).toBeInstanceOf(PoolClosedError);
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+
+  it('the idle sweep never closes a connection an evict listener just checked out', async () => {
+    const { engine, clock, invariant } = setup({ idleTimeoutMs: 1_000 });
+    const leases = await Promise.all([engine.acquire(), engine.acquire()]);
+    for (const lease of leases) engine.release(lease);
+    const taken: Lease<FakeConnection>[] = [];
+    engine.events.on('evict', () => {
+      if (taken.length === 0) void engine.acquire().then((lease) => taken.push(lease));
+    });
+    await clock.advance(1_500);
+    expect(taken).toHaveLength(1);
+    expect(taken[0]!.connection.open).toBe(true);
+    invariant();
+  });
+
+  it('a connectError listener that acquires cannot skip the backoff', async () => {
+    const { engine, clock, driver } = setup({ connectBackoffInitialMs: 1_000, connectBackoffMaxMs: 1_000 });
+    driver.defaultBehaviour = {
+      kind: 'fail',
+      error: Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }),
+    };
+    engine.events.on('connectError', () => void engine.acquire({ timeoutMs: 5_000 }).catch(() => undefined));
+    void engine.acquire({ timeoutMs: 5_000 }).catch(() => undefined);
+    await clock.advance(100);
+    // One attempt, then the backoff (500 ms with random() = 0.5) holds every caller back.
+    expect(driver.connectCalls).toBe(1);
+  });
+});
