@@ -15,6 +15,8 @@
  * - A connection that breaks is never handed out again; one idle for a while is validated first.
  * - Timers that only keep house never hold the process open.
  */
+
+import { durationOption } from '../config/validate.js';
 import {
   AbortedError,
   AcquireTimeoutError,
@@ -322,7 +324,14 @@ export class Engine<C> {
         slot = this.#idle.shift();
       }
     }
-    const timeoutMs = options?.timeoutMs ?? this.options.acquireTimeoutMs;
+    let timeoutMs = this.options.acquireTimeoutMs;
+    if (options?.timeoutMs !== undefined) {
+      try {
+        timeoutMs = durationOption('timeoutMs', options.timeoutMs, timeoutMs, 1);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     return new Promise<Lease<C>>((resolve, reject) => {
       const waiter = new Waiter<C>(resolve, reject, now, timeoutMs, signal);
       waiter.timer = this.#clock.setTimeout(() => this.#onWaiterTimeout(waiter), timeoutMs, true);

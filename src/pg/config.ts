@@ -8,8 +8,9 @@
  * as pg.Pool does.
  */
 import type pg from 'pg';
-import { durationOption } from '../config/validate.js';
+import { booleanOption, durationOption } from '../config/validate.js';
 import type { EngineOptions } from '../engine/options.js';
+import { InvalidOptionError } from '../errors.js';
 import type { ClientConstructor } from './driver.js';
 
 /** Options this pool adds to `pg.PoolConfig`. Each has its unit and default in the TSDoc. */
@@ -39,6 +40,7 @@ const POOL_ONLY_KEYS = new Set<string>([
   'Client',
   'Promise',
   'verify',
+  'onConnect',
   'poolSize',
   // ours
   'maxOverflow',
@@ -67,6 +69,32 @@ export interface ResolvedPoolConfig {
   retryQueries: boolean;
   idempotent: boolean;
   allowExitOnIdle: boolean;
+  afterConnect: ((client: pg.Client) => Promise<void>) | undefined;
+}
+
+type VerifyHook = (client: pg.Client, done: (error?: Error) => void) => void;
+type OnConnectHook = (client: pg.Client) => unknown;
+
+/** pg.Pool's hooks for new clients: `onConnect(client)` (may return a promise), then `verify(client, cb)`. */
+function connectHooks(config: PoolConfig): ResolvedPoolConfig['afterConnect'] {
+  const { onConnect, verify } = config as { onConnect?: OnConnectHook; verify?: VerifyHook };
+  for (const [name, hook] of [
+    ['onConnect', onConnect],
+    ['verify', verify],
+  ] as const) {
+    if (hook !== undefined && typeof hook !== 'function') {
+      throw new InvalidOptionError(name, `got ${typeof hook}, expected a function`);
+    }
+  }
+  if (!onConnect && !verify) return undefined;
+  return async (client) => {
+    if (onConnect) await onConnect(client);
+    if (verify) {
+      await new Promise<void>((resolve, reject) =>
+        verify(client, (error) => (error ? reject(error) : resolve())),
+      );
+    }
+  };
 }
 
 export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
@@ -78,15 +106,18 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
   if (config.password !== undefined) client.password = config.password;
 
   const pgTimeout = durationOption('connectionTimeoutMillis', config.connectionTimeoutMillis, 0);
-  const pgIdle = durationOption('idleTimeoutMillis', config.idleTimeoutMillis, 10_000);
+  // pg.Pool treats a null (or 0) idleTimeoutMillis as "never close idle clients".
+  const pgIdle = durationOption('idleTimeoutMillis', config.idleTimeoutMillis ?? undefined, 10_000);
   const pgLifetime = durationOption('maxLifetimeSeconds', config.maxLifetimeSeconds, 0, 0, 2_147_483);
   const engine: EngineOptions = {
     ...pick(config),
     max: config.max ?? (config as { poolSize?: number }).poolSize,
     // pg.Pool spells "no limit" as Infinity.
     maxUses: config.maxUses === Number.POSITIVE_INFINITY ? 0 : config.maxUses,
+    // pg's connectionTimeoutMillis bounds both the wait for a client and each connection attempt.
     acquireTimeoutMs: config.acquireTimeoutMs ?? (pgTimeout > 0 ? pgTimeout : undefined),
-    idleTimeoutMs: config.idleTimeoutMs ?? pgIdle,
+    connectTimeoutMs: config.connectTimeoutMs ?? (pgTimeout > 0 ? pgTimeout : undefined),
+    idleTimeoutMs: config.idleTimeoutMs ?? (config.idleTimeoutMillis === null ? 0 : pgIdle),
     // pg's maxLifetimeSeconds: 0 (its default) means no limit when given explicitly; when absent, this
     // pool's 30-minute default applies (connections are recycled, as HikariCP and SQLAlchemy do).
     maxLifetimeMs:
@@ -96,9 +127,10 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     engine,
     client: client as pg.ClientConfig,
     Client: config.Client as ClientConstructor | undefined,
-    retryQueries: config.retryQueries ?? true,
-    idempotent: config.idempotent ?? false,
-    allowExitOnIdle: config.allowExitOnIdle ?? false,
+    retryQueries: booleanOption('retryQueries', config.retryQueries, true),
+    idempotent: booleanOption('idempotent', config.idempotent, false),
+    allowExitOnIdle: booleanOption('allowExitOnIdle', config.allowExitOnIdle, false),
+    afterConnect: connectHooks(config),
   };
 }
 

@@ -9,11 +9,29 @@ const CLOSE_GRACE_MS = 1_000;
 
 export type ClientConstructor = new (config: pg.ClientConfig) => pg.Client;
 
-/** The socket under a client; pg keeps it on `client.connection.stream`. */
-function socketOf(
-  client: pg.Client,
-): { destroy(): void; destroyed?: boolean; once(event: string, fn: () => void): void } | undefined {
-  return (client as unknown as { connection?: { stream?: any } }).connection?.stream;
+interface Socket {
+  destroy(): void;
+  destroyed?: boolean;
+  once(event: string, fn: () => void): void;
+}
+
+/** pg's internals this driver reads; each is checked before use, so another client class degrades safely. */
+interface ClientInternals {
+  connection?: { stream?: Socket; on(event: string, fn: (message: { status?: string }) => void): void };
+  getTransactionStatus?: () => string | null;
+  _activeQuery?: unknown;
+  _queryQueue?: unknown[];
+  /** pg-native's way of saying a statement is running. */
+  _hasActiveQuery?: () => boolean;
+  _queryable?: boolean;
+  _ended?: boolean;
+}
+
+const internals = (client: pg.Client) => client as unknown as ClientInternals;
+
+/** The socket under a client (pg keeps it on `client.connection.stream`; pg-native has none). */
+function socketOf(client: pg.Client): Socket | undefined {
+  return internals(client).connection?.stream;
 }
 
 function destroySocket(client: pg.Client): void {
@@ -24,24 +42,21 @@ function destroySocket(client: pg.Client): void {
   }
 }
 
-interface ClientState {
-  /** ReadyForQuery status byte: 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
-  status: string;
-}
+/** ReadyForQuery status byte tracked from the protocol, for pg versions without getTransactionStatus(). */
+const trackedStatus = new WeakMap<pg.Client, { status: string }>();
 
-const states = new WeakMap<pg.Client, ClientState>();
-
-/** Transaction status of a client: pg >= 8.19 reports it; older versions are tracked from the protocol. */
+/** Transaction status: 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
 function transactionStatus(client: pg.Client): string | null {
-  const report = (client as unknown as { getTransactionStatus?: () => string | null }).getTransactionStatus;
+  const report = internals(client).getTransactionStatus;
   if (typeof report === 'function') return report.call(client);
-  return states.get(client)?.status ?? null;
+  return trackedStatus.get(client)?.status ?? null;
 }
 
-/** Whether pg still has a statement running or queued on this client. */
+/** Whether the client still has a statement running or queued. */
 function hasPendingQueries(client: pg.Client): boolean {
-  const internals = client as unknown as { _activeQuery?: unknown; _queryQueue?: unknown[] };
-  return internals._activeQuery != null || (internals._queryQueue?.length ?? 0) > 0;
+  const c = internals(client);
+  if (typeof c._hasActiveQuery === 'function') return c._hasActiveQuery();
+  return c._activeQuery != null || (c._queryQueue?.length ?? 0) > 0;
 }
 
 /** Runs `text` on `client`; on abort, destroys the socket so the call cannot hang past its deadline. */
@@ -55,9 +70,41 @@ async function queryWithAbort(client: pg.Client, text: string, signal: AbortSign
   }
 }
 
+/** Resolves when the statements a holder left running have finished; rejects if the connection ends first. */
+function waitForDrain(client: pg.Client, signal: AbortSignal): Promise<void> {
+  if (!hasPendingQueries(client)) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      client.off('drain', onDrain);
+      client.off('end', onEnd);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onDrain = () => {
+      cleanup();
+      resolve();
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new Error('Connection ended while statements released with it were still running'));
+    };
+    const onAbort = () => {
+      cleanup();
+      reject(signal.reason);
+    };
+    client.on('drain', onDrain);
+    client.on('end', onEnd);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 export interface PgDriverOptions {
   /** Idle connections do not hold the process open (pg.Pool's `allowExitOnIdle`). */
   allowExitOnIdle?: boolean;
+  /**
+   * Runs on every new connection before it is handed out (pg.Pool's `onConnect` and `verify` hooks).
+   * A failure fails the connection attempt.
+   */
+  afterConnect?: (client: pg.Client) => Promise<void>;
 }
 
 export function createPgDriver(
@@ -65,17 +112,19 @@ export function createPgDriver(
   clientConfig: pg.ClientConfig,
   options: PgDriverOptions = {},
 ): Driver<pg.Client> {
+  const { afterConnect } = options;
   return {
     ...(options.allowExitOnIdle
       ? {
           setIdle(client: pg.Client, idle: boolean) {
             // pg.Client has ref()/unref() (they act on its socket); its type declarations omit them.
-            const socketHolder = client as unknown as { ref(): void; unref(): void };
-            if (idle) socketHolder.unref();
-            else socketHolder.ref();
+            const socketHolder = client as unknown as { ref?(): void; unref?(): void };
+            if (idle) socketHolder.unref?.();
+            else socketHolder.ref?.();
           },
         }
       : {}),
+
     async connect({ signal, onBroken }: ConnectContext): Promise<pg.Client> {
       const client = new Client(clientConfig);
       let connected = false;
@@ -87,33 +136,36 @@ export function createPgDriver(
       client.on('end', () => {
         if (connected) onBroken(new Error('Connection terminated'));
       });
-      if (
-        typeof (client as unknown as { getTransactionStatus?: unknown }).getTransactionStatus !== 'function'
-      ) {
-        const state: ClientState = { status: 'I' };
-        states.set(client, state);
-        (client as unknown as { connection: NodeJS.EventEmitter }).connection.on(
-          'readyForQuery',
-          (message: { status?: string }) => {
-            if (message.status) state.status = message.status;
-          },
-        );
+      const connection = internals(client).connection;
+      if (typeof internals(client).getTransactionStatus !== 'function' && connection) {
+        const state = { status: 'I' };
+        trackedStatus.set(client, state);
+        connection.on('readyForQuery', (message) => {
+          if (message.status) state.status = message.status;
+        });
       }
-      const onAbort = () => destroySocket(client);
+      const onAbort = () => {
+        destroySocket(client);
+        client.end().catch(() => undefined);
+      };
       signal.addEventListener('abort', onAbort, { once: true });
       try {
         await client.connect();
+        if (afterConnect) await afterConnect(client);
+        // The server or a proxy may hang up right after authentication, before this line: pg reports
+        // that on a later tick, so look now rather than hand out a dead connection.
+        const c = internals(client);
+        if (c._queryable === false || c._ended === true)
+          throw new Error('Connection terminated unexpectedly');
+        if (signal.aborted) throw signal.reason;
       } catch (error) {
         // A failed connect must not leave its socket open: pg does on some SASL failures, and under
         // load those sockets use up the server's connection slots.
         destroySocket(client);
+        client.end().catch(() => undefined);
         throw signal.aborted ? signal.reason : error;
       } finally {
         signal.removeEventListener('abort', onAbort);
-      }
-      if (signal.aborted) {
-        destroySocket(client);
-        throw signal.reason;
       }
       connected = true;
       return client;
@@ -129,27 +181,38 @@ export function createPgDriver(
     },
 
     async reset(client, signal) {
-      // A statement still running means the holder let go too early: its state is unknown.
-      if (hasPendingQueries(client)) throw new Error('Connection released with a statement still running');
-      await queryWithAbort(client, 'ROLLBACK', signal);
-      if (transactionStatus(client) !== 'I')
+      // Statements the holder left running finish first (pg.Pool lets them), then any open
+      // transaction is rolled back.
+      await waitForDrain(client, signal);
+      if (transactionStatus(client) !== 'I') await queryWithAbort(client, 'ROLLBACK', signal);
+      if (transactionStatus(client) !== 'I') {
         throw new Error('Connection still inside a transaction after ROLLBACK');
+      }
     },
 
     destroy(client) {
       return new Promise<void>((resolve) => {
         const socket = socketOf(client);
-        if (!socket || socket.destroyed) {
+        if (socket?.destroyed) {
           resolve();
           return;
         }
-        const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+        // end() sends Terminate and waits for the server to hang up; a frozen network would make it
+        // wait forever, so the socket is destroyed after a grace period.
+        const timer = setTimeout(() => {
+          destroySocket(client);
+          resolve();
+        }, CLOSE_GRACE_MS);
         timer.unref();
-        socket.once('close', () => {
+        const done = () => {
           clearTimeout(timer);
           resolve();
+        };
+        if (socket) socket.once('close', done);
+        client.end().then(socket ? undefined : done, () => {
+          destroySocket(client);
+          done();
         });
-        client.end().catch(() => destroySocket(client));
       });
     },
   };

@@ -5,8 +5,9 @@
  */
 import { inspect } from 'node:util';
 import pg from 'pg';
+import { booleanOption, durationOption } from '../config/validate.js';
 import { Engine, type EngineStats, type EvictReason, type Lease } from '../engine/engine.js';
-import { AbortedError, AcquireTimeoutError, OutcomeUnknownError } from '../errors.js';
+import { AbortedError, AcquireTimeoutError, InvalidOptionError, OutcomeUnknownError } from '../errors.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
 import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
@@ -60,7 +61,10 @@ export class Pool extends pg.Pool {
     this.#idempotent = resolved.idempotent;
     const Client = resolved.Client ?? pg.Client;
     this.#engine = new Engine(
-      createPgDriver(Client, resolved.client, { allowExitOnIdle: resolved.allowExitOnIdle }),
+      createPgDriver(Client, resolved.client, {
+        allowExitOnIdle: resolved.allowExitOnIdle,
+        ...(resolved.afterConnect ? { afterConnect: resolved.afterConnect } : {}),
+      }),
       resolved.engine,
     );
     this.#wireEvents();
@@ -128,7 +132,11 @@ export class Pool extends pg.Pool {
       );
       return undefined;
     }
-    return this.#checkout(arg as CallOptions | undefined);
+    try {
+      return this.#checkout(checkCallOptions(arg as CallOptions | undefined));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -256,9 +264,15 @@ export class Pool extends pg.Pool {
     options: CallOptions,
   ): Promise<pg.QueryResult> {
     const fromConfig = typeof config === 'object' && config !== null ? config : undefined;
-    const signal = options.signal ?? fromConfig?.signal;
-    const timeoutMs = options.timeoutMs ?? fromConfig?.timeoutMs ?? this.#engine.options.acquireTimeoutMs;
-    const idempotent = options.idempotent ?? fromConfig?.idempotent ?? this.#idempotent;
+    const call = checkCallOptions({
+      signal: options.signal ?? fromConfig?.signal,
+      timeoutMs: options.timeoutMs ?? fromConfig?.timeoutMs,
+      idempotent: options.idempotent ?? fromConfig?.idempotent,
+    });
+    const signal = call.signal;
+    const timeoutMs = call.timeoutMs ?? this.#engine.options.acquireTimeoutMs;
+    const idempotent = call.idempotent ?? this.#idempotent;
+    const singleStatement = isSingleStatement(config, values);
     const deadline = performance.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
       const lease =
@@ -273,7 +287,9 @@ export class Pool extends pg.Pool {
         const broken = isConnectionBroken(error);
         this.#release(lease, broken ? (error as Error) : undefined);
         if (!broken) throw error; // a SQL error: the server ran the statement and refused it
-        const safe = provesNotRun(error) || idempotent;
+        // A server error proves only that the current transaction did not commit: when the text may hold
+        // several statements (simple protocol), earlier ones may have committed on their own.
+        const safe = idempotent || (provesNotRun(error) && (singleStatement || !sentToServer(error)));
         if (!safe) throw new OutcomeUnknownError(error);
         if (!this.#retryQueries) throw error;
         const delayMs = Math.min(fullJitterDelay(attempt, QUERY_RETRY_BACKOFF), deadline - performance.now());
@@ -302,35 +318,55 @@ export class Pool extends pg.Pool {
     }
   }
 
-  /** pg's Submittable form (cursors, streams): handed through without retry, as pg.Pool does. */
+  /**
+   * pg's Submittable form (pg.Query, cursors, streams), handled as pg.Pool does: checked out, passed to
+   * `client.query`, released when its callback runs; no retry. The connection is also released when a
+   * stream ends, fails or is destroyed without calling back, so it cannot leak.
+   */
   #submit(submittable: pg.Submittable, values: unknown, callback: Callback | undefined): unknown {
+    const target = submittable as pg.Submittable & { callback?: Callback; handleError?: (e: Error) => void };
+    let resolveResult: (value: unknown) => void = noop;
+    let rejectResult: (error: unknown) => void = noop;
+    const result = callback
+      ? undefined
+      : new Promise((resolve, reject) => {
+          resolveResult = resolve;
+          rejectResult = reject;
+        });
+    const original = target.callback ?? callback;
+    const settle: Callback = (error, value) => {
+      if (original) original(error, value);
+      if (error) rejectResult(error);
+      else resolveResult(value);
+    };
+    // Attached before acquiring, so a failed acquire reaches the caller instead of an 'error' event
+    // nobody listens to.
+    target.callback = settle;
     this.#checkout(undefined).then(
       (client) => {
-        const original = (submittable as { callback?: Callback }).callback ?? callback;
         let released = false;
         const done = (error?: Error) => {
           if (released) return;
           released = true;
           client.release(error && isConnectionBroken(error) ? error : undefined);
         };
-        (submittable as { callback?: Callback }).callback = (error, result) => {
+        target.callback = (error, value) => {
           done(error);
-          original?.(error, result);
+          settle(error, value);
         };
-        const emitter = submittable as unknown as NodeJS.EventEmitter;
+        const emitter = submittable as unknown as Partial<NodeJS.EventEmitter>;
         if (typeof emitter.once === 'function') {
           emitter.once('end', () => done());
+          emitter.once('close', () => done());
           emitter.once('error', (error: Error) => done(error));
         }
         client.query(submittable as any, values as any);
       },
-      (error: Error) => {
-        const handler = (submittable as { handleError?: (e: Error) => void }).handleError;
-        if (typeof handler === 'function') handler.call(submittable, error);
-        else callback?.(error);
-      },
+      (error: Error) => settle(error),
     );
-    return submittable;
+    // Never an unhandled rejection when the caller uses the submittable's own events instead.
+    result?.catch(noop);
+    return result;
   }
 
   #wireEvents(): void {
@@ -384,6 +420,36 @@ export interface Pool {
 }
 
 function noop(): void {}
+
+/** Checks per-call options: a bad deadline must not silently become 1 ms (Node clamps bad timer delays). */
+function checkCallOptions(options: CallOptions | undefined): CallOptions {
+  if (options === undefined) return {};
+  const { timeoutMs, idempotent, signal } = options;
+  if (timeoutMs !== undefined) durationOption('timeoutMs', timeoutMs, 0, 1);
+  if (idempotent !== undefined) booleanOption('idempotent', idempotent, false);
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidOptionError('signal', `got ${typeof signal}, expected an AbortSignal`);
+  }
+  return options;
+}
+
+/**
+ * True when the statement is certainly one statement: with parameters pg uses the extended protocol,
+ * which takes exactly one. Plain text is one statement unless it has a semicolon before its end.
+ */
+function isSingleStatement(config: unknown, values: unknown): boolean {
+  const text = typeof config === 'string' ? config : (config as { text?: unknown } | null)?.text;
+  const params = Array.isArray(values) ? values : (config as { values?: unknown } | null)?.values;
+  if (Array.isArray(params) && params.length > 0) return true;
+  if (typeof text !== 'string') return false;
+  const semicolon = text.indexOf(';');
+  return semicolon === -1 || text.slice(semicolon + 1).trim() === '';
+}
+
+/** Whether the error was an answer from the server (rather than a refusal to send on the client side). */
+function sentToServer(error: unknown): boolean {
+  return typeof (error as { severity?: unknown })?.severity === 'string';
+}
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   if (ms <= 0 && !signal?.aborted) return Promise.resolve();

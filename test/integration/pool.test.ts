@@ -294,3 +294,101 @@ describe('abandoned acquires', () => {
     expect(stats.counters.timeouts).toBe(10_000);
   });
 });
+
+describe('pg.Pool behaviours ORMs rely on', () => {
+  it('runs onConnect and verify on every new client, and fails the connect when they fail', async () => {
+    const seen: string[] = [];
+    const pool = newPool({
+      onConnect: async (client: pg.Client) => {
+        seen.push('onConnect');
+        await client.query("SET application_name = 'hooked'");
+      },
+      verify: (client: pg.Client, done: (err?: Error) => void) => {
+        seen.push('verify');
+        client.query('SELECT 1').then(() => done(), done);
+      },
+    } as never);
+    const { rows } = await pool.query('SHOW application_name');
+    expect(rows[0].application_name).toBe('hooked');
+    expect(seen).toEqual(['onConnect', 'verify']);
+
+    const failing = newPool({
+      acquireTimeoutMs: 2_000,
+      onConnect: async (client: pg.Client) => {
+        await client.query('SELECT * FROM no_such_table');
+      },
+    } as never);
+    const error = await failing.query('SELECT 1').catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('ERR_STEADFAST_CONNECT_FATAL');
+    expect(((error as Error).cause as pg.DatabaseError).code).toBe('42P01');
+    expect(failing.totalCount).toBe(0);
+  });
+
+  it('lets statements released with a client finish, as pg.Pool does, then reuses it', async () => {
+    const pool = newPool({ max: 1 });
+    const client = await pool.connect();
+    const running = client.query('SELECT pg_sleep(0.2), 1 AS n');
+    client.release();
+    expect((await running).rows[0].n).toBe(1);
+    const again = await pool.connect();
+    expect(again).toBe(client);
+    again.release();
+    expect(pool.stats().counters.evictions['reset-failed']).toBe(0);
+  });
+
+  it('takes a pg.Query submittable, releasing its client when it completes, and reports a failed acquire', async () => {
+    const pool = newPool({ max: 1 });
+    const rows = await new Promise<unknown[]>((resolve, reject) => {
+      const query = new pg.Query('SELECT generate_series(1, 3) AS n');
+      pool.query(query as never, (err: Error | undefined, res: pg.QueryResult) =>
+        err ? reject(err) : resolve(res.rows),
+      );
+    });
+    expect(rows).toHaveLength(3);
+    expect(pool.idleCount).toBe(1);
+    const viaPromise = (await pool.query(new pg.Query('SELECT 1 AS n') as never)) as pg.QueryResult;
+    expect(viaPromise.rows).toEqual([{ n: 1 }]);
+
+    // Queued behind a held client: it runs once the client comes back.
+    const held = await pool.connect();
+    const queued = new Promise<unknown>((resolve) => {
+      pool.query(new pg.Query('SELECT 2 AS n') as never, (err: unknown, res: pg.QueryResult) =>
+        resolve(err ?? res.rows),
+      );
+    });
+    held.release();
+    expect(await queued).toEqual([{ n: 2 }]);
+
+    // A submittable whose acquire fails hears about it through its callback; nothing crashes.
+    const busy = newPool({ max: 1, acquireTimeoutMs: 200 });
+    const holder = await busy.connect();
+    const failed = await new Promise<unknown>((resolve) => {
+      busy.query(new pg.Query('SELECT 1') as never, (err: unknown) => resolve(err));
+    });
+    holder.release();
+    expect(failed).toBeInstanceOf(AcquireTimeoutError);
+  });
+
+  it('rejects a bad per-call deadline instead of treating it as 1 ms', async () => {
+    const pool = newPool();
+    for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const error = await pool.query('SELECT 1', [], { timeoutMs }).catch((e: unknown) => e);
+      expect((error as { code?: string }).code).toBe(ErrorCodes.INVALID_OPTION);
+    }
+    await expect(pool.connect({ timeoutMs: 0 })).rejects.toThrow(/timeoutMs/);
+  });
+
+  it('does not re-run plain text that may hold several statements when the session is terminated mid-way', async () => {
+    await server.query('CREATE TABLE IF NOT EXISTS multi_probe (id int)');
+    const pool = newPool({ application_name: 'multi' } as never);
+    const running = pool
+      .query('INSERT INTO multi_probe VALUES (1); SELECT pg_sleep(1)')
+      .catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    await server.terminateBackends({ applicationName: 'multi' });
+    const error = await running;
+    expect(error).toBeInstanceOf(OutcomeUnknownError);
+    const { rows } = await server.query('SELECT count(*)::int AS n FROM multi_probe');
+    expect(rows[0].n).toBe(0); // an implicit transaction: the INSERT did not commit, but nothing proved it
+  });
+});
