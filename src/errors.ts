@@ -29,6 +29,12 @@ export const ErrorCodes = {
   INVALID_OPTION: 'ERR_STEADFAST_INVALID_OPTION',
   /** A call's own deadline (`timeoutMs`) passed. */
   TIMEOUT: 'ERR_STEADFAST_TIMEOUT',
+  /** The circuit breaker is open: the database was unreachable, so calls fail fast until a probe succeeds. */
+  CIRCUIT_OPEN: 'ERR_STEADFAST_CIRCUIT_OPEN',
+  /** The wait queue is full (`maxWaiting`): the call was shed at once. */
+  QUEUE_FULL: 'ERR_STEADFAST_QUEUE_FULL',
+  /** The acquisition rate limit was exceeded: the call was shed at once. */
+  RATE_LIMITED: 'ERR_STEADFAST_RATE_LIMITED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -163,5 +169,40 @@ export class TimeoutError extends SteadfastError {
   constructor(what: string, timeoutMs: number, cause?: unknown) {
     super(ErrorCodes.TIMEOUT, `${what} timed out after ${timeoutMs}ms`, { cause });
     this.timeoutMs = timeoutMs;
+  }
+}
+
+/** The circuit breaker is open. `cause` is the failure that opened it (or the last one seen). */
+export class CircuitOpenError extends SteadfastError {
+  /** When the breaker lets a probe through next, as milliseconds from now (0 when a probe is already running). */
+  readonly retryAfterMs: number;
+
+  constructor(retryAfterMs: number, cause?: unknown) {
+    super(
+      ErrorCodes.CIRCUIT_OPEN,
+      `The database is unreachable: failing fast while the circuit breaker is open (next probe in ${Math.max(0, Math.round(retryAfterMs))}ms)${describeCause(cause)}`,
+      { cause },
+    );
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** The wait queue is full: the call was rejected at once instead of queueing without bound. */
+export class QueueFullError extends SteadfastError {
+  readonly snapshot: PoolSnapshot;
+
+  constructor(maxWaiting: number, snapshot: PoolSnapshot) {
+    super(
+      ErrorCodes.QUEUE_FULL,
+      `The pool's wait queue is full (maxWaiting=${maxWaiting}); shedding this call (${describeSnapshot(snapshot)})`,
+    );
+    this.snapshot = snapshot;
+  }
+}
+
+/** More acquisitions per second than the configured rate limit: the call was rejected at once. */
+export class RateLimitedError extends SteadfastError {
+  constructor(ratePerSecond: number) {
+    super(ErrorCodes.RATE_LIMITED, `More than ${ratePerSecond} acquisitions per second; shedding this call`);
   }
 }
