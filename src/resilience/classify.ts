@@ -318,6 +318,10 @@ const STEADFAST_CONNECT: Readonly<Record<ErrorCode, ConnectFailure>> = {
   // The pool or the caller asked to stop; another attempt would be unwanted, not just futile.
   [ErrorCodes.POOL_CLOSED]: 'fatal',
   [ErrorCodes.ABORTED]: 'fatal',
+  // Load-shedding answers: the database may be fine, try again later.
+  [ErrorCodes.CIRCUIT_OPEN]: 'transient',
+  [ErrorCodes.QUEUE_FULL]: 'transient',
+  [ErrorCodes.RATE_LIMITED]: 'transient',
 };
 
 /**
@@ -424,6 +428,10 @@ const STEADFAST_BROKEN: Readonly<Record<ErrorCode, boolean>> = {
   [ErrorCodes.POOL_CLOSED]: false,
   [ErrorCodes.DOUBLE_RELEASE]: false,
   [ErrorCodes.INVALID_OPTION]: false,
+  // Shed before any connection was involved.
+  [ErrorCodes.CIRCUIT_OPEN]: false,
+  [ErrorCodes.QUEUE_FULL]: false,
+  [ErrorCodes.RATE_LIMITED]: false,
 };
 
 /**
@@ -520,6 +528,10 @@ const STEADFAST_NOT_RUN: Readonly<Record<ErrorCode, boolean>> = {
   [ErrorCodes.TIMEOUT]: false,
   [ErrorCodes.ABORTED]: false,
   [ErrorCodes.DOUBLE_RELEASE]: false,
+  // Shed before the statement reached any connection.
+  [ErrorCodes.CIRCUIT_OPEN]: true,
+  [ErrorCodes.QUEUE_FULL]: true,
+  [ErrorCodes.RATE_LIMITED]: true,
 };
 
 /**
