@@ -162,12 +162,14 @@ export class InvalidOptionError extends SteadfastError {
   }
 }
 
-/** A call's own deadline passed. */
+/** A call's own deadline passed while its statement ran; the statement was cancelled on the server. */
 export class TimeoutError extends SteadfastError {
   readonly timeoutMs: number;
 
-  constructor(what: string, timeoutMs: number, cause?: unknown) {
-    super(ErrorCodes.TIMEOUT, `${what} timed out after ${timeoutMs}ms`, { cause });
+  constructor(what: string, timeoutMs: number, detail?: string, cause?: unknown) {
+    super(ErrorCodes.TIMEOUT, `${what} timed out after ${timeoutMs}ms${detail ? `; ${detail}` : ''}`, {
+      cause,
+    });
     this.timeoutMs = timeoutMs;
   }
 }

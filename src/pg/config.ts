@@ -22,6 +22,17 @@ export interface SteadfastOptions extends EngineOptions {
   retryQueries?: boolean;
   /** Treat every `pool.query()` as idempotent (safe to re-run when its outcome is unknown). Default false. */
   idempotent?: boolean;
+  /**
+   * Default deadline of a whole `pool.query()` call in ms (wait, statement and retries) when the call
+   * gives no `timeoutMs`. A statement still running at the deadline is cancelled on the server. 0: no
+   * statement deadline (the wait is still bounded by `acquireTimeoutMs`). Default 0.
+   */
+  queryTimeoutMs?: number;
+  /**
+   * After a statement is interrupted, how long to wait for the CancelRequest to be delivered and then
+   * for the statement to come back, in ms, before the connection is destroyed. Default 2000.
+   */
+  cancelGraceMs?: number;
 }
 
 export interface PoolConfig extends pg.PoolConfig, SteadfastOptions {}
@@ -60,6 +71,8 @@ const POOL_ONLY_KEYS = new Set<string>([
   'closeTimeoutMs',
   'retryQueries',
   'idempotent',
+  'queryTimeoutMs',
+  'cancelGraceMs',
 ]);
 
 export interface ResolvedPoolConfig {
@@ -69,6 +82,8 @@ export interface ResolvedPoolConfig {
   retryQueries: boolean;
   idempotent: boolean;
   allowExitOnIdle: boolean;
+  queryTimeoutMs: number;
+  cancelGraceMs: number;
   afterConnect: ((client: pg.Client) => Promise<void>) | undefined;
 }
 
@@ -130,6 +145,8 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     retryQueries: booleanOption('retryQueries', config.retryQueries, true),
     idempotent: booleanOption('idempotent', config.idempotent, false),
     allowExitOnIdle: booleanOption('allowExitOnIdle', config.allowExitOnIdle, false),
+    queryTimeoutMs: durationOption('queryTimeoutMs', config.queryTimeoutMs, 0, 0),
+    cancelGraceMs: durationOption('cancelGraceMs', config.cancelGraceMs, 2_000, 1),
     afterConnect: connectHooks(config),
   };
 }

@@ -12,6 +12,7 @@ import { fullJitterDelay } from '../resilience/backoff.js';
 import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
 import { createPgDriver } from './driver.js';
+import { recoveryOf, runStatement } from './statement.js';
 
 /** Per-call options of `query()` and `connect()`. */
 export interface CallOptions {
@@ -41,6 +42,12 @@ export interface PoolEventPayloads {
   connectError: { error: unknown; attempt: number; fatal: boolean; durationMs: number };
   /** An acquire gave up at its deadline. */
   timeout: { waitMs: number; error: unknown };
+  /**
+   * A running statement was interrupted by its deadline or its caller's signal and cancelled on the
+   * server. `delivered`: the CancelRequest reached the server; `healthy`: the statement came back, so
+   * the connection is reused (otherwise it is destroyed).
+   */
+  cancel: { reason: 'timeout' | 'abort'; delivered: boolean; healthy: boolean };
 }
 
 const QUERY_RETRY_BACKOFF = { initialDelayMs: 5, maxDelayMs: 1_000 };
@@ -52,6 +59,8 @@ export class Pool extends pg.Pool {
   readonly #engine: Engine<pg.Client>;
   readonly #retryQueries: boolean;
   readonly #idempotent: boolean;
+  readonly #queryTimeoutMs: number;
+  readonly #cancelGraceMs: number;
   #ended: Promise<void> | undefined;
 
   constructor(config: PoolConfig = {}) {
@@ -59,6 +68,8 @@ export class Pool extends pg.Pool {
     super(config);
     this.#retryQueries = resolved.retryQueries;
     this.#idempotent = resolved.idempotent;
+    this.#queryTimeoutMs = resolved.queryTimeoutMs;
+    this.#cancelGraceMs = resolved.cancelGraceMs;
     const Client = resolved.Client ?? pg.Client;
     this.#engine = new Engine(
       createPgDriver(Client, resolved.client, {
@@ -270,20 +281,35 @@ export class Pool extends pg.Pool {
       idempotent: options.idempotent ?? fromConfig?.idempotent,
     });
     const signal = call.signal;
-    const timeoutMs = call.timeoutMs ?? this.#engine.options.acquireTimeoutMs;
     const idempotent = call.idempotent ?? this.#idempotent;
     const singleStatement = isSingleStatement(config, values);
-    const deadline = performance.now() + timeoutMs;
+    // With a deadline (per call, or the pool's queryTimeoutMs) it covers the whole call: the wait, the
+    // statement (cancelled on the server when it runs late) and retries. Without one, the wait and
+    // retries are bounded by acquireTimeoutMs and the statement runs as long as it takes, as in pg.
+    const callTimeoutMs = call.timeoutMs ?? (this.#queryTimeoutMs > 0 ? this.#queryTimeoutMs : undefined);
+    const reportedTimeoutMs = callTimeoutMs ?? this.#engine.options.acquireTimeoutMs;
+    const start = performance.now();
+    const budgetEnd = start + reportedTimeoutMs;
+    const limits = {
+      deadline: callTimeoutMs === undefined ? Number.POSITIVE_INFINITY : budgetEnd,
+      timeoutMs: reportedTimeoutMs,
+      signal,
+      cancelGraceMs: this.#cancelGraceMs,
+      onCancel: (event: PoolEventPayloads['cancel']) => this.#safeEmit('cancel', event),
+    };
     for (let attempt = 1; ; attempt++) {
-      const lease =
-        attempt === 1
-          ? await this.#engine.acquire({ signal, timeoutMs })
-          : await this.#reacquire(deadline, timeoutMs, signal);
-      const client = lease.connection;
-      let result: pg.QueryResult;
+      const lease = await this.#acquireWithin(budgetEnd, reportedTimeoutMs, signal);
       try {
-        result = await client.query(config as pg.QueryConfig, values as unknown[] | undefined);
+        const result = await runStatement(lease.connection, config, values, limits);
+        this.#release(lease);
+        return result;
       } catch (error) {
+        const recovery = recoveryOf(error);
+        if (recovery) {
+          // Interrupted by the deadline or the signal: the connection returns once its fate is known.
+          void recovery.then((healthy) => this.#release(lease, healthy ? undefined : (error as Error)));
+          throw error;
+        }
         const broken = isConnectionBroken(error);
         this.#release(lease, broken ? (error as Error) : undefined);
         if (!broken) throw error; // a SQL error: the server ran the statement and refused it
@@ -292,28 +318,29 @@ export class Pool extends pg.Pool {
         const safe = idempotent || (provesNotRun(error) && (singleStatement || !sentToServer(error)));
         if (!safe) throw new OutcomeUnknownError(error);
         if (!this.#retryQueries) throw error;
-        const delayMs = Math.min(fullJitterDelay(attempt, QUERY_RETRY_BACKOFF), deadline - performance.now());
+        const delayMs = Math.min(
+          fullJitterDelay(attempt, QUERY_RETRY_BACKOFF),
+          budgetEnd - performance.now(),
+        );
         if (delayMs < 0) throw error;
         this.#safeEmit('retry', { phase: 'query', attempt, delayMs, error });
         await sleep(delayMs, signal);
-        continue;
       }
-      this.#release(lease);
-      return result;
     }
   }
 
-  /** Acquires for a retry within what is left of the call's deadline; a timeout reports the whole deadline. */
-  async #reacquire(
-    deadline: number,
+  /** Acquires within what is left of a call's budget; a timeout reports the whole budget. */
+  async #acquireWithin(
+    budgetEnd: number,
     timeoutMs: number,
     signal: AbortSignal | undefined,
   ): Promise<Lease<pg.Client>> {
     try {
-      return await this.#engine.acquire({ signal, timeoutMs: Math.max(1, deadline - performance.now()) });
+      return await this.#engine.acquire({ signal, timeoutMs: Math.max(1, budgetEnd - performance.now()) });
     } catch (error) {
-      if (error instanceof AcquireTimeoutError)
+      if (error instanceof AcquireTimeoutError && error.timeoutMs !== timeoutMs) {
         throw new AcquireTimeoutError(timeoutMs, error.snapshot, error.cause);
+      }
       throw error;
     }
   }

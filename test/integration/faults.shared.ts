@@ -78,6 +78,44 @@ export function defineFaultSuite(path: 'direct' | 'proxy') {
     });
 
     if (path === 'proxy') {
+      it('settles every request by its 2 s deadline through an 8 s partition, and recovers within 1 s', async () => {
+        const deadlineMs = 2_000;
+        const result = await runScenario(
+          {
+            name: 'network partition for 8 s (nothing flows, nothing closes)',
+            inject: async ({ proxy }, marks) => {
+              proxy!.freeze();
+              await sleep(8_000);
+              proxy!.pass();
+              marks.healed = performance.now();
+            },
+          },
+          context(),
+          {
+            writesPerSec: 140,
+            readsPerSec: 60,
+            durationMs: 12_000,
+            steadfastOptions: { queryTimeoutMs: deadlineMs },
+          },
+        );
+        console.log(describeResult(`network partition for 8 s (${path})`, result));
+        expectClean(result);
+        const outcomes = [...result.steadfast.writes.outcomes, ...result.steadfast.reads.outcomes];
+        const late = outcomes.filter((o) => o.endedAt - o.startedAt > deadlineMs + 250);
+        expect(late, 'requests that outlived their deadline').toEqual([]);
+        for (const outcome of outcomes.filter((o) => !o.ok)) {
+          expect(['ERR_STEADFAST_TIMEOUT', 'ERR_STEADFAST_ACQUIRE_TIMEOUT']).toContain(
+            (outcome.error as { code?: string }).code,
+          );
+        }
+        const healed = result.marks.healed!;
+        const firstSuccess = Math.min(
+          ...outcomes.filter((o) => o.ok && o.endedAt > healed).map((o) => o.endedAt),
+        );
+        console.log(`  first success ${Math.round(firstSuccess - healed)} ms after the path healed`);
+        expect(firstSuccess - healed).toBeLessThan(1_000);
+      }, 120_000);
+
       it('fails requests by their deadline when connects hang, with the connect timeout as cause', async () => {
         const deadlineMs = 3_000;
         const result = await runScenario(
