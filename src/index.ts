@@ -20,6 +20,7 @@ export * from './errors.js';
 export type { PoolConfig, SteadfastOptions } from './pg/config.js';
 export type { CallOptions, PoolClient, PoolEventPayloads, QueryConfig } from './pg/pool.js';
 export { Pool } from './pg/pool.js';
+export type { IsolationLevel, TransactionClient, TransactionOptions } from './pg/transaction.js';
 export {
   classifyConnectError,
   errorCode,

@@ -13,6 +13,7 @@ import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
 import { createPgDriver } from './driver.js';
 import { recoveryOf, runStatement } from './statement.js';
+import { runTransaction, type TransactionClient, type TransactionOptions } from './transaction.js';
 
 /** Per-call options of `query()` and `connect()`. */
 export interface CallOptions {
@@ -37,7 +38,7 @@ export interface PoolEventPayloads {
   /** A connection was closed: `reason` says why. */
   evict: { id: number; reason: EvictReason; error?: unknown };
   /** A retry is scheduled: of a connection attempt, or of a `query()` whose statement provably did not run. */
-  retry: { phase: 'connect' | 'query'; attempt: number; delayMs: number; error: unknown };
+  retry: { phase: 'connect' | 'query' | 'transaction'; attempt: number; delayMs: number; error: unknown };
   /** A connection attempt failed. */
   connectError: { error: unknown; attempt: number; fatal: boolean; durationMs: number };
   /** An acquire gave up at its deadline. */
@@ -234,6 +235,27 @@ export class Pool extends pg.Pool {
       (this as { ended: boolean }).ended = true;
     });
     return this.#ended;
+  }
+
+  /**
+   * Runs `fn` in a transaction on one connection: commits when it resolves, rolls back when it throws,
+   * and re-runs it after a serialization failure, a deadlock, or a connection lost before COMMIT was
+   * sent (`retry` times, default 3). A connection lost during COMMIT is an `OutcomeUnknownError`.
+   * Nested `tx.transaction()` calls use savepoints. See {@link TransactionOptions}.
+   */
+  async transaction<T>(fn: (tx: TransactionClient) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return runTransaction(
+      {
+        acquireWithin: (budgetEnd, timeoutMs, signal) => this.#acquireWithin(budgetEnd, timeoutMs, signal),
+        release: (lease, error) => this.#release(lease, error),
+        acquireTimeoutMs: this.#engine.options.acquireTimeoutMs,
+        cancelGraceMs: this.#cancelGraceMs,
+        onRetry: (event) => this.#safeEmit('retry', { phase: 'transaction', ...event }),
+        onCancel: (event) => this.#safeEmit('cancel', event),
+      },
+      fn,
+      options === undefined ? undefined : { ...checkCallOptions(options), ...options },
+    );
   }
 
   /** A snapshot: connection counts by state, waiters, counters since start. */
