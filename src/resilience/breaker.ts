@@ -15,7 +15,7 @@
  * - Opening needs `failureThreshold` consecutive failures that also span `minOutageMs`, so a short blip
  *   that retries absorb never trips it; or a failure ratio over a sliding window, for a database that
  *   fails often without ever failing many times in a row.
- * - The sliding window is a ring of {@link WINDOW_BUCKETS} time buckets: fixed memory whatever the load.
+ * - The sliding window is a ring of 10 time buckets: fixed memory whatever the load.
  * - The closed state is the hot path: `acquirePermit` returns one shared frozen permit and `succeed`
  *   resets a counter (plus one bucket increment when the rate rule is on). Nothing is allocated per call.
  *   A new shared permit is made each time the breaker opens, so a permit from before an outage is
@@ -24,9 +24,9 @@
  *   drops its probe without reporting cannot keep everyone else out for good.
  */
 import { durationOption, integerOption, suggest } from '../config/validate.js';
-import { CircuitOpenError, InvalidOptionError } from '../errors.js';
 import type { Clock } from '../engine/clock.js';
 import { TypedEmitter } from '../engine/emitter.js';
+import { CircuitOpenError, InvalidOptionError } from '../errors.js';
 
 /** Options of {@link CircuitBreaker}. Every field is optional; `resolveBreakerOptions` fills in defaults. */
 export interface BreakerOptions {
@@ -200,7 +200,12 @@ export function resolveBreakerOptions(
     );
   }
   return {
-    failureThreshold: integerOption(`${name}.failureThreshold`, options.failureThreshold, d.failureThreshold, 1),
+    failureThreshold: integerOption(
+      `${name}.failureThreshold`,
+      options.failureThreshold,
+      d.failureThreshold,
+      1,
+    ),
     minOutageMs: durationOption(`${name}.minOutageMs`, options.minOutageMs, d.minOutageMs, 0),
     windowMs: durationOption(`${name}.windowMs`, options.windowMs, d.windowMs, MIN_WINDOW_MS),
     minThroughput: integerOption(`${name}.minThroughput`, options.minThroughput, d.minThroughput, 1),
@@ -427,10 +432,7 @@ export class CircuitBreaker {
     if (this.#consecutiveFailures === 0) this.#streakStartedAt = now;
     this.#consecutiveFailures++;
     const o = this.#options;
-    if (
-      this.#consecutiveFailures >= o.failureThreshold &&
-      now - this.#streakStartedAt >= o.minOutageMs
-    ) {
+    if (this.#consecutiveFailures >= o.failureThreshold && now - this.#streakStartedAt >= o.minOutageMs) {
       this.#open(error, now);
       return;
     }

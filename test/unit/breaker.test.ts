@@ -13,7 +13,12 @@ const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), 
 const timedOut = Object.assign(new Error('connect timed out'), { code: 'ERR_STEADFAST_CONNECT_TIMEOUT' });
 
 /** Only the consecutive rule, with small numbers: 3 failures spanning 1000 ms open it for 2000 ms. */
-const consecutiveOnly: BreakerOptions = { failureThreshold: 3, minOutageMs: 1000, openMs: 2000, failureRatio: 0 };
+const consecutiveOnly: BreakerOptions = {
+  failureThreshold: 3,
+  minOutageMs: 1000,
+  openMs: 2000,
+  failureRatio: 0,
+};
 
 function setup(options: BreakerOptions = consecutiveOnly) {
   const clock = new FakeClock();
@@ -74,13 +79,22 @@ describe('resolveBreakerOptions', () => {
   });
 
   it.each([
-    [{ failureThreshold: 0 }, 'Invalid option circuitBreaker.failureThreshold: got 0, expected an integer >= 1'],
-    [{ failureThreshold: 2.5 }, 'Invalid option circuitBreaker.failureThreshold: got 2.5, expected an integer >= 1'],
+    [
+      { failureThreshold: 0 },
+      'Invalid option circuitBreaker.failureThreshold: got 0, expected an integer >= 1',
+    ],
+    [
+      { failureThreshold: 2.5 },
+      'Invalid option circuitBreaker.failureThreshold: got 2.5, expected an integer >= 1',
+    ],
     [
       { minOutageMs: -1 },
       'Invalid option circuitBreaker.minOutageMs: got -1, expected milliseconds from 0 to 2147483647',
     ],
-    [{ windowMs: 5 }, 'Invalid option circuitBreaker.windowMs: got 5, expected milliseconds from 10 to 2147483647'],
+    [
+      { windowMs: 5 },
+      'Invalid option circuitBreaker.windowMs: got 5, expected milliseconds from 10 to 2147483647',
+    ],
     [
       { minThroughput: Number.POSITIVE_INFINITY },
       'Invalid option circuitBreaker.minThroughput: got Infinity, expected an integer >= 1',
@@ -97,7 +111,10 @@ describe('resolveBreakerOptions', () => {
       { failureRatio: Number.NaN },
       'Invalid option circuitBreaker.failureRatio: got NaN, expected a ratio from 0 to 1 (0 turns the rate rule off)',
     ],
-    [{ openMs: '5s' }, 'Invalid option circuitBreaker.openMs: got "5s", expected milliseconds from 0 to 2147483647'],
+    [
+      { openMs: '5s' },
+      'Invalid option circuitBreaker.openMs: got "5s", expected milliseconds from 0 to 2147483647',
+    ],
     [
       { probeTimeoutMs: 0 },
       'Invalid option circuitBreaker.probeTimeoutMs: got 0, expected milliseconds from 1 to 2147483647',
@@ -274,26 +291,31 @@ describe('rate rule', () => {
   });
 
   it('forgets outcomes older than the window, one bucket (windowMs / 10) at a time', async () => {
-    const { clock, breaker } = setup(rate);
-    for (let i = 0; i < 10; i++) breaker.recordFailure(refused); // bucket [0, 1000)
-    await clock.advance(1000);
-    for (let i = 0; i < 10; i++) breaker.recordSuccess(); // bucket [1000, 2000)
-    breaker.recordFailure(refused);
-    // Not 21 outcomes with 11 failures: the successes broke the streak, and 11/21 >= 0.5 opens it.
-    expect(breaker.state).toBe('open');
+    /** 10 failures in the bucket [0, 1000), 9 successes in [1000, 2000), then one failure at `at`. */
+    async function lastFailureAt(at: number) {
+      const { clock, breaker } = setup(rate);
+      for (let i = 0; i < 10; i++) breaker.recordFailure(refused);
+      await clock.advance(1000);
+      for (let i = 0; i < 9; i++) breaker.recordSuccess();
+      await clock.advance(at - 1000);
+      breaker.recordFailure(refused);
+      return breaker.state;
+    }
+    // At t=9999 the first bucket is still in the window: 20 outcomes, 11 failures.
+    expect(await lastFailureAt(9999)).toBe('open');
+    // At t=10000 it has left: 10 outcomes, 1 failure.
+    expect(await lastFailureAt(10_000)).toBe('closed');
+  });
 
-    const second = setup(rate);
-    for (let i = 0; i < 10; i++) second.breaker.recordFailure(refused); // bucket [0, 1000)
-    await second.clock.advance(1000);
-    for (let i = 0; i < 9; i++) second.breaker.recordSuccess(); // bucket [1000, 2000)
-    // At t=10000 the bucket [0, 1000) has left the window: 9 successes + 1 failure remain.
-    await second.clock.advance(9000);
-    second.breaker.recordFailure(refused);
-    expect(second.breaker.state).toBe('closed');
-    // At t=10999 the [1000, 2000) bucket is still in: 9 successes, 2 failures.
-    await second.clock.advance(999);
-    second.breaker.recordFailure(refused);
-    expect(second.breaker.state).toBe('closed');
+  it('counts every outcome of the window, across buckets', async () => {
+    const { clock, breaker } = setup(rate);
+    for (let i = 0; i < 10; i++) breaker.recordFailure(refused); // [0, 1000)
+    await clock.advance(1000);
+    for (let i = 0; i < 10; i++) breaker.recordSuccess(); // [1000, 2000)
+    expect(breaker.state).toBe('closed');
+    breaker.recordFailure(refused);
+    // 21 outcomes, 11 failures (0.52).
+    expect(breaker.state).toBe('open');
   });
 
   it('keeps the window after a long quiet period empty', async () => {
