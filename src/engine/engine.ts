@@ -16,7 +16,7 @@
  * - Timers that only keep house never hold the process open.
  */
 
-import { durationOption } from '../config/validate.js';
+import { durationOption, enumOption } from '../config/validate.js';
 import {
   AbortedError,
   AcquireTimeoutError,
@@ -25,14 +25,19 @@ import {
   DoubleReleaseError,
   PoolClosedError,
   type PoolSnapshot,
+  QueueFullError,
 } from '../errors.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
-import { classifyConnectError } from '../resilience/classify.js';
+import { classifyConnectError, errorCode } from '../resilience/classify.js';
+
 import { type Clock, systemClock, type TimerHandle } from './clock.js';
 import type { Driver } from './driver.js';
 import { TypedEmitter } from './emitter.js';
 import { LinkedList, type ListNode } from './list.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
+
+/** SQLSTATE too_many_connections. */
+const TOO_MANY_CONNECTIONS = '53300';
 
 export type SlotState = 'connecting' | 'idle' | 'validating' | 'in-use' | 'resetting' | 'closed';
 
@@ -94,6 +99,8 @@ export interface EngineCounters {
   releases: number;
   timeouts: number;
   aborts: number;
+  /** Acquires rejected at once because the wait queue was full (`maxWaiting`). */
+  shed: number;
   validations: number;
   validationFailures: number;
   resets: number;
@@ -112,6 +119,8 @@ export interface EngineStats extends PoolSnapshot {
   closing: boolean;
   /** Consecutive failed connection attempts (0 after a success). */
   consecutiveConnectFailures: number;
+  /** After the server ran out of slots (53300): connections the pool currently limits itself to (plus one probe). */
+  capacityLimit: number | undefined;
   counters: EngineCounters;
 }
 
@@ -120,7 +129,16 @@ export interface AcquireOptions {
   signal?: AbortSignal | undefined;
   /** Deadline for this acquire in ms; defaults to the pool's `acquireTimeoutMs`. */
   timeoutMs?: number | undefined;
+  /**
+   * Lane in the wait queue: `'high'` waiters are served before `'normal'` ones, and those before
+   * `'low'`; FIFO within a lane. When the queue is full, the newest waiter of a lower lane is shed to
+   * make room. Default `'normal'`.
+   */
+  priority?: Priority | undefined;
 }
+
+export type Priority = 'high' | 'normal' | 'low';
+const PRIORITIES: readonly Priority[] = ['high', 'normal', 'low'];
 
 export interface ReleaseOptions {
   /** Close the connection instead of reusing it (pg's `release(err)` / `release(true)`). */
@@ -171,6 +189,8 @@ class Waiter<C> implements ListNode<Waiter<C>> {
   next: Waiter<C> | undefined = undefined;
   list: LinkedList<Waiter<C>> | undefined = undefined;
   settled = false;
+  /** Index into the wait queue's lanes: 0 high, 1 normal, 2 low. */
+  lane = 1;
   timer: TimerHandle = undefined;
   onAbort: (() => void) | undefined = undefined;
 
@@ -183,6 +203,49 @@ class Waiter<C> implements ListNode<Waiter<C>> {
   ) {}
 }
 
+/** Three FIFO lanes; `shift` serves the highest non-empty lane. Every operation is O(1). */
+class WaitQueue<C> {
+  readonly #lanes = [new LinkedList<Waiter<C>>(), new LinkedList<Waiter<C>>(), new LinkedList<Waiter<C>>()];
+  size = 0;
+
+  pushTail(waiter: Waiter<C>): void {
+    this.#lanes[waiter.lane]!.pushTail(waiter);
+    this.size++;
+  }
+
+  /** Back to the front of its lane (a caller whose connection failed validation keeps its place). */
+  pushHead(waiter: Waiter<C>): void {
+    this.#lanes[waiter.lane]!.pushHead(waiter);
+    this.size++;
+  }
+
+  shift(): Waiter<C> | undefined {
+    for (const lane of this.#lanes) {
+      const waiter = lane.shift();
+      if (waiter !== undefined) {
+        this.size--;
+        return waiter;
+      }
+    }
+    return undefined;
+  }
+
+  remove(waiter: Waiter<C>): boolean {
+    const removed = waiter.list !== undefined && waiter.list.remove(waiter);
+    if (removed) this.size--;
+    return removed;
+  }
+
+  /** The newest waiter of the lowest lane below `lane`, if any: the one to shed for a more urgent caller. */
+  newestBelow(lane: number): Waiter<C> | undefined {
+    for (let i = this.#lanes.length - 1; i > lane; i--) {
+      const tail = this.#lanes[i]!.tail;
+      if (tail !== undefined) return tail;
+    }
+    return undefined;
+  }
+}
+
 export class Engine<C> {
   readonly events = new TypedEmitter<EngineEvents<C>>();
   readonly options: ResolvedEngineOptions;
@@ -192,7 +255,8 @@ export class Engine<C> {
   readonly #random: () => number;
   readonly #slots = new Set<Slot<C>>();
   readonly #idle = new LinkedList<Slot<C>>();
-  readonly #waiters = new LinkedList<Waiter<C>>();
+  /** Waiters by priority: high, normal, low. FIFO within each lane. */
+  readonly #waiters = new WaitQueue<C>();
   readonly #attempts = new Set<AbortController>();
   readonly #pendingDestroys = new Set<Promise<void>>();
   #nextId = 1;
@@ -205,6 +269,11 @@ export class Engine<C> {
   /** No connection attempt starts before this time (backoff after a failure). */
   #connectGateAt = 0;
   #gateTimer: TimerHandle = undefined;
+  /**
+   * Set when the server said it has no slot left (53300): the pool then grows one connection at a time
+   * above what it has, instead of asking for every connection it wants at once.
+   */
+  #capacityLimit: number | undefined = undefined;
   #housekeepingTimer: TimerHandle = undefined;
   /** Set first thing in close(), so nothing started during teardown sees an open pool. */
   #isClosing = false;
@@ -218,6 +287,7 @@ export class Engine<C> {
     releases: 0,
     timeouts: 0,
     aborts: 0,
+    shed: 0,
     validations: 0,
     validationFailures: 0,
     resets: 0,
@@ -298,6 +368,7 @@ export class Engine<C> {
       min: this.options.min,
       closing: this.#isClosing,
       consecutiveConnectFailures: this.#consecutiveConnectFailures,
+      capacityLimit: this.#capacityLimit,
       counters: { ...this.#counters, evictions: { ...this.#counters.evictions } },
     };
   }
@@ -325,15 +396,28 @@ export class Engine<C> {
       }
     }
     let timeoutMs = this.options.acquireTimeoutMs;
-    if (options?.timeoutMs !== undefined) {
-      try {
+    let lane = 1;
+    try {
+      if (options?.timeoutMs !== undefined)
         timeoutMs = durationOption('timeoutMs', options.timeoutMs, timeoutMs, 1);
-      } catch (error) {
-        return Promise.reject(error);
+      if (options?.priority !== undefined) {
+        lane = PRIORITIES.indexOf(enumOption('priority', options.priority, 'normal', PRIORITIES));
       }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.#waiters.size >= this.options.maxWaiting) {
+      // Full: shed the newest waiter of a less urgent lane, or else this caller, at once.
+      const victim = this.#waiters.newestBelow(lane);
+      const error = new QueueFullError(this.options.maxWaiting, this.snapshot());
+      this.#counters.shed++;
+      if (victim === undefined) return Promise.reject(error);
+      this.#settleWaiter(victim);
+      victim.reject(error);
     }
     return new Promise<Lease<C>>((resolve, reject) => {
       const waiter = new Waiter<C>(resolve, reject, now, timeoutMs, signal);
+      waiter.lane = lane;
       waiter.timer = this.#clock.setTimeout(() => this.#onWaiterTimeout(waiter), timeoutMs, true);
       if (signal) {
         waiter.onAbort = () => this.#onWaiterAbort(waiter);
@@ -455,13 +539,15 @@ export class Engine<C> {
   }
 
   #openConnections(now: number): void {
-    const { max, maxConnectConcurrency } = this.options;
+    const capacity = this.#capacityLimit;
+    const limit = capacity === undefined ? this.options.max : Math.min(this.options.max, capacity + 1);
+    const concurrency = capacity === undefined ? this.options.maxConnectConcurrency : 1;
     // Only waiters not already covered by an attempt in flight ask for a new connection: attempts stop
     // when nobody waits.
     while (
       this.#waiters.size > this.#connecting &&
-      this.#slots.size < max &&
-      this.#connecting < maxConnectConcurrency
+      this.#slots.size < limit &&
+      this.#connecting < concurrency
     ) {
       if (now < this.#connectGateAt) {
         this.#armGate(this.#connectGateAt - now);
@@ -540,6 +626,11 @@ export class Engine<C> {
       slot.expiresAt = now + maxLifetimeMs * (1 - 0.025 * this.#random());
     }
     this.#counters.connectsSucceeded++;
+    if (this.#capacityLimit !== undefined) {
+      // Slots are freeing up: grow back one connection per success.
+      this.#capacityLimit = this.#slots.size - this.#connecting + 1;
+      if (this.#capacityLimit >= this.options.max) this.#capacityLimit = undefined;
+    }
     this.#consecutiveConnectFailures = 0;
     this.#lastConnectError = undefined;
     this.#connectGateAt = 0;
@@ -561,6 +652,10 @@ export class Engine<C> {
     this.#lastConnectError = error;
     const attempt = ++this.#consecutiveConnectFailures;
     const fatal = classifyConnectError(error) === 'fatal';
+    if (errorCode(error) === TOO_MANY_CONNECTIONS) {
+      // The server is out of connection slots: stop asking for more than it has given us.
+      this.#capacityLimit = this.#slots.size - this.#connecting;
+    }
     const delayMs = fullJitterDelay(
       attempt,
       { initialDelayMs: this.options.connectBackoffInitialMs, maxDelayMs: this.options.connectBackoffMaxMs },

@@ -21,6 +21,11 @@ export interface EngineOptions {
    * and every release closes it, for use behind PgBouncer (SQLAlchemy's NullPool). Default `'queue'`.
    */
   mode?: 'queue' | 'null';
+  /**
+   * Most callers waiting for a connection at once; beyond it a call is rejected at once with
+   * `QueueFullError` (or, for a more urgent caller, the newest less urgent waiter is). Default Infinity.
+   */
+  maxWaiting?: number;
   /** Longest wait for a connection, in ms, retries included. Default 30000 (HikariCP, SQLAlchemy). */
   acquireTimeoutMs?: number;
   /** Longest one connection attempt (TCP, TLS, startup, auth) may take, in ms. Default 5000. */
@@ -64,6 +69,7 @@ export const engineDefaults: ResolvedEngineOptions = {
   maxOverflow: 0,
   min: 0,
   mode: 'queue',
+  maxWaiting: Number.POSITIVE_INFINITY,
   acquireTimeoutMs: 30_000,
   connectTimeoutMs: 5_000,
   maxConnectConcurrency: 2,
@@ -91,6 +97,10 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     maxOverflow: integerOption('maxOverflow', options.maxOverflow, d.maxOverflow, 0, max - 1),
     min: integerOption('min', options.min, d.min, 0, max),
     mode: enumOption('mode', options.mode, d.mode, ['queue', 'null'] as const),
+    maxWaiting:
+      options.maxWaiting === Number.POSITIVE_INFINITY
+        ? options.maxWaiting
+        : integerOption('maxWaiting', options.maxWaiting, d.maxWaiting, 0),
     acquireTimeoutMs: durationOption('acquireTimeoutMs', options.acquireTimeoutMs, d.acquireTimeoutMs, 1),
     connectTimeoutMs: durationOption('connectTimeoutMs', options.connectTimeoutMs, d.connectTimeoutMs, 1),
     maxConnectConcurrency: integerOption(

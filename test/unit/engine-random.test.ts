@@ -50,6 +50,7 @@ async function runScenario(seed: number, steps: number): Promise<void> {
       connectBackoffInitialMs: 10,
       connectBackoffMaxMs: 400,
       housekeepingIntervalMs: 100,
+      maxWaiting: random() < 0.5 ? Number.POSITIVE_INFINITY : 1 + Math.floor(random() * 5),
     },
     { clock, random },
   );
@@ -88,7 +89,8 @@ async function runScenario(seed: number, steps: number): Promise<void> {
         ...(abort ? { abort } : {}),
       };
       pending.push(p);
-      engine.acquire({ signal: abort?.signal, timeoutMs }).then(
+      const priority = (['high', 'normal', 'low'] as const)[Math.floor(random() * 3)];
+      engine.acquire({ signal: abort?.signal, timeoutMs, priority }).then(
         (lease) => {
           p.settled = true;
           p.lease = lease;

@@ -506,3 +506,81 @@ describe('regressions: close and re-entrancy', () => {
     expect(driver.connectCalls).toBe(1);
   });
 });
+
+describe('load shedding', () => {
+  it('rejects at once when the wait queue is full, shedding the newest less urgent waiter first', async () => {
+    const { engine, clock } = setup({ max: 1, maxWaiting: 2 });
+    const held = await engine.acquire();
+    const low = track(engine.acquire({ priority: 'low' }));
+    const first = track(engine.acquire());
+    // Full: a normal caller displaces the low one...
+    const second = track(engine.acquire());
+    await clock.flush();
+    expect((low.error as SteadfastError).code).toBe(ErrorCodes.QUEUE_FULL);
+    // ...a high one displaces the newest normal one...
+    const high = track(engine.acquire({ priority: 'high' }));
+    await clock.flush();
+    expect((second.error as SteadfastError).code).toBe(ErrorCodes.QUEUE_FULL);
+    // ...and with nobody less urgent left, the caller itself is shed, at once.
+    const excess = track(engine.acquire());
+    await clock.flush();
+    expect((excess.error as SteadfastError).code).toBe(ErrorCodes.QUEUE_FULL);
+    expect(engine.waitingCount).toBe(2);
+    engine.release(held);
+    await clock.flush();
+    expect(high.value).toBeDefined();
+    expect(first.settled).toBe(false);
+    engine.release(high.value as Lease<FakeConnection>);
+    await clock.flush();
+    expect(first.value).toBeDefined();
+    expect(engine.stats().counters.shed).toBe(3);
+  });
+
+  it('serves high-priority waiters first, FIFO within a lane', async () => {
+    const { engine, clock } = setup({ max: 1 });
+    const held = await engine.acquire();
+    const order: string[] = [];
+    const names = ['n1', 'h1', 'l1', 'n2', 'h2'];
+    const done = names.map((name) =>
+      engine
+        .acquire({ priority: name[0] === 'h' ? 'high' : name[0] === 'l' ? 'low' : 'normal' })
+        .then((lease) => {
+          order.push(name);
+          engine.release(lease);
+        }),
+    );
+    await clock.flush();
+    engine.release(held);
+    await Promise.all(done);
+    expect(order).toEqual(['h1', 'h2', 'n1', 'n2', 'l1']);
+  });
+
+  it('rejects an unknown priority', async () => {
+    const { engine } = setup();
+    await expect(engine.acquire({ priority: 'urgent' as never })).rejects.toThrow(/priority: got "urgent"/);
+  });
+});
+
+describe('server capacity', () => {
+  it('after 53300 grows one connection at a time instead of asking for all it wants', async () => {
+    const { engine, clock, driver } = setup({ max: 10, maxConnectConcurrency: 4, connectBackoffMaxMs: 100 });
+    const full = Object.assign(new Error('sorry, too many clients already'), {
+      code: '53300',
+      severity: 'FATAL',
+    });
+    const held = [await engine.acquire(), await engine.acquire()];
+    driver.defaultBehaviour = { kind: 'fail', error: full, delayMs: 5 };
+    const waiting = Array.from({ length: 6 }, () => track(engine.acquire({ timeoutMs: 60_000 })));
+    await clock.advance(50);
+    expect(engine.stats().capacityLimit).toBe(2);
+    driver.maxInFlight = 0;
+    await clock.advance(2_000);
+    // One probe at a time while the server is full.
+    expect(driver.maxInFlight).toBe(1);
+    driver.defaultBehaviour = { kind: 'ok', delayMs: 5 };
+    await clock.advance(2_000);
+    expect(waiting.every((w) => w.value !== undefined)).toBe(true);
+    expect(engine.stats().total).toBe(8);
+    for (const lease of held) engine.release(lease);
+  });
+});
