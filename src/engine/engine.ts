@@ -521,6 +521,21 @@ export class Engine<C> {
     return this.#closed;
   }
 
+  /**
+   * Rejects every queued caller with the error `make()` returns (e.g. the circuit breaker opened, so
+   * waiting is pointless). Callers whose connection is being validated are left to finish. Returns
+   * how many were rejected.
+   */
+  rejectWaiters(make: () => unknown): number {
+    let count = 0;
+    for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
+      this.#settleWaiter(waiter);
+      waiter.reject(make());
+      count++;
+    }
+    return count;
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Matching waiters with connections
 

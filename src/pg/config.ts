@@ -11,6 +11,8 @@ import type pg from 'pg';
 import { booleanOption, durationOption } from '../config/validate.js';
 import type { EngineOptions } from '../engine/options.js';
 import { InvalidOptionError } from '../errors.js';
+import type { BreakerOptions } from '../resilience/breaker.js';
+import type { RateLimitOptions } from '../resilience/rate-limit.js';
 import type { ClientConstructor } from './driver.js';
 
 /** Options this pool adds to `pg.PoolConfig`. Each has its unit and default in the TSDoc. */
@@ -33,6 +35,15 @@ export interface SteadfastOptions extends EngineOptions {
    * for the statement to come back, in ms, before the connection is destroyed. Default 2000.
    */
   cancelGraceMs?: number;
+  /**
+   * The circuit breaker, fed by connection attempts: after `failureThreshold` consecutive failures
+   * spanning at least `minOutageMs` (default 5 failures over 10 s) it opens, and calls fail at once with
+   * `CircuitOpenError` instead of waiting; after `openMs` (default 5000) one call probes, and a success
+   * closes it. `false` turns it off. See {@link BreakerOptions}.
+   */
+  circuitBreaker?: BreakerOptions | false;
+  /** A token-bucket limit on acquisitions (calls beyond it fail at once with `RateLimitedError`). Default none. */
+  rateLimit?: RateLimitOptions | false;
 }
 
 export interface PoolConfig extends pg.PoolConfig, SteadfastOptions {}
@@ -73,6 +84,9 @@ const POOL_ONLY_KEYS = new Set<string>([
   'idempotent',
   'queryTimeoutMs',
   'cancelGraceMs',
+  'circuitBreaker',
+  'rateLimit',
+  'maxWaiting',
 ]);
 
 export interface ResolvedPoolConfig {
@@ -84,6 +98,8 @@ export interface ResolvedPoolConfig {
   allowExitOnIdle: boolean;
   queryTimeoutMs: number;
   cancelGraceMs: number;
+  circuitBreaker: BreakerOptions | false | undefined;
+  rateLimit: RateLimitOptions | false | undefined;
   afterConnect: ((client: pg.Client) => Promise<void>) | undefined;
 }
 
@@ -147,6 +163,8 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     allowExitOnIdle: booleanOption('allowExitOnIdle', config.allowExitOnIdle, false),
     queryTimeoutMs: durationOption('queryTimeoutMs', config.queryTimeoutMs, 0, 0),
     cancelGraceMs: durationOption('cancelGraceMs', config.cancelGraceMs, 2_000, 1),
+    circuitBreaker: config.circuitBreaker,
+    rateLimit: config.rateLimit,
     afterConnect: connectHooks(config),
   };
 }
@@ -156,6 +174,7 @@ function pick(config: PoolConfig): EngineOptions {
     min,
     maxOverflow,
     maxUses,
+    maxWaiting,
     mode,
     connectTimeoutMs,
     maxConnectConcurrency,
@@ -172,6 +191,7 @@ function pick(config: PoolConfig): EngineOptions {
     min,
     maxOverflow,
     maxUses,
+    maxWaiting,
     mode,
     connectTimeoutMs,
     maxConnectConcurrency,

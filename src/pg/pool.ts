@@ -5,11 +5,19 @@
  */
 import { inspect } from 'node:util';
 import pg from 'pg';
-import { booleanOption, durationOption } from '../config/validate.js';
-import { Engine, type EngineStats, type EvictReason, type Lease } from '../engine/engine.js';
-import { AbortedError, AcquireTimeoutError, InvalidOptionError, OutcomeUnknownError } from '../errors.js';
+import { booleanOption, durationOption, enumOption } from '../config/validate.js';
+import { Engine, type EngineStats, type EvictReason, type Lease, type Priority } from '../engine/engine.js';
+import {
+  AbortedError,
+  AcquireTimeoutError,
+  CircuitOpenError,
+  InvalidOptionError,
+  OutcomeUnknownError,
+} from '../errors.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
+import type { BreakerSnapshot, BreakerStateChange } from '../resilience/breaker.js';
 import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
+import { Admission, type CallTicket } from './admission.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
 import { createPgDriver } from './driver.js';
 import { recoveryOf, runStatement } from './statement.js';
@@ -26,6 +34,8 @@ export interface CallOptions {
    * it was sent (outcome unknown). Default: the pool's `idempotent` option (false).
    */
   idempotent?: boolean | undefined;
+  /** Lane in the wait queue: `'high'` (health checks, critical work) is served first. Default `'normal'`. */
+  priority?: Priority | undefined;
 }
 
 /** A query config object that may carry the per-call options. */
@@ -49,6 +59,8 @@ export interface PoolEventPayloads {
    * the connection is reused (otherwise it is destroyed).
    */
   cancel: { reason: 'timeout' | 'abort'; delivered: boolean; healthy: boolean };
+  /** The circuit breaker changed state; `cause` is the failure that opened it. */
+  breaker: BreakerStateChange;
 }
 
 const QUERY_RETRY_BACKOFF = { initialDelayMs: 5, maxDelayMs: 1_000 };
@@ -62,6 +74,7 @@ export class Pool extends pg.Pool {
   readonly #idempotent: boolean;
   readonly #queryTimeoutMs: number;
   readonly #cancelGraceMs: number;
+  readonly #admission: Admission;
   #ended: Promise<void> | undefined;
 
   constructor(config: PoolConfig = {}) {
@@ -79,6 +92,15 @@ export class Pool extends pg.Pool {
       }),
       resolved.engine,
     );
+    this.#admission = new Admission(resolved, this.#engine, (change) => {
+      if (change.to === 'open') {
+        // Nobody waiting can be served while the database is unreachable: fail them fast too.
+        this.#engine.rejectWaiters(
+          () => new CircuitOpenError(this.#admission.breakerSnapshot()?.retryAfterMs ?? 0, change.cause),
+        );
+      }
+      this.#safeEmit('breaker', change);
+    });
     this.#wireEvents();
   }
 
@@ -246,7 +268,9 @@ export class Pool extends pg.Pool {
   async transaction<T>(fn: (tx: TransactionClient) => Promise<T>, options?: TransactionOptions): Promise<T> {
     return runTransaction(
       {
-        acquireWithin: (budgetEnd, timeoutMs, signal) => this.#acquireWithin(budgetEnd, timeoutMs, signal),
+        admit: () => this.#admission.admit(),
+        acquireWithin: (budgetEnd, timeoutMs, signal, ticket) =>
+          this.#acquireWithin(budgetEnd, timeoutMs, signal, options?.priority, ticket),
         release: (lease, error) => this.#release(lease, error),
         acquireTimeoutMs: this.#engine.options.acquireTimeoutMs,
         cancelGraceMs: this.#cancelGraceMs,
@@ -258,9 +282,9 @@ export class Pool extends pg.Pool {
     );
   }
 
-  /** A snapshot: connection counts by state, waiters, counters since start. */
-  stats(): EngineStats {
-    return this.#engine.stats();
+  /** A snapshot: connection counts by state, waiters, counters since start, and the circuit breaker. */
+  stats(): EngineStats & { breaker: BreakerSnapshot | undefined } {
+    return { ...this.#engine.stats(), breaker: this.#admission.breakerSnapshot() };
   }
 
   /** The printed form shows the pool's state, never its config (which holds the password). */
@@ -276,7 +300,15 @@ export class Pool extends pg.Pool {
   // ---------------------------------------------------------------------------------------------
 
   async #checkout(options: CallOptions | undefined): Promise<PoolClient> {
-    const lease = await this.#engine.acquire(options);
+    const timeoutMs = options?.timeoutMs ?? this.#engine.options.acquireTimeoutMs;
+    const ticket = this.#admission.admit();
+    const lease = await this.#acquireWithin(
+      performance.now() + timeoutMs,
+      timeoutMs,
+      options?.signal,
+      options?.priority,
+      ticket,
+    );
     const client = lease.connection as PoolClient;
     // A fresh closure per checkout, bound to this lease: it works detached (`const { release } = client`)
     // and a stale one from an earlier checkout cannot release the current holder's lease.
@@ -303,6 +335,7 @@ export class Pool extends pg.Pool {
       idempotent: options.idempotent ?? fromConfig?.idempotent,
     });
     const signal = call.signal;
+    const priority = options.priority ?? fromConfig?.priority;
     const idempotent = call.idempotent ?? this.#idempotent;
     const singleStatement = isSingleStatement(config, values);
     // With a deadline (per call, or the pool's queryTimeoutMs) it covers the whole call: the wait, the
@@ -319,8 +352,9 @@ export class Pool extends pg.Pool {
       cancelGraceMs: this.#cancelGraceMs,
       onCancel: (event: PoolEventPayloads['cancel']) => this.#safeEmit('cancel', event),
     };
+    const ticket = this.#admission.admit();
     for (let attempt = 1; ; attempt++) {
-      const lease = await this.#acquireWithin(budgetEnd, reportedTimeoutMs, signal);
+      const lease = await this.#acquireWithin(budgetEnd, reportedTimeoutMs, signal, priority, ticket);
       try {
         const result = await runStatement(lease.connection, config, values, limits);
         this.#release(lease);
@@ -356,10 +390,19 @@ export class Pool extends pg.Pool {
     budgetEnd: number,
     timeoutMs: number,
     signal: AbortSignal | undefined,
+    priority: Priority | undefined,
+    ticket: CallTicket | undefined,
   ): Promise<Lease<pg.Client>> {
     try {
-      return await this.#engine.acquire({ signal, timeoutMs: Math.max(1, budgetEnd - performance.now()) });
+      const lease = await this.#engine.acquire({
+        signal,
+        timeoutMs: Math.max(1, budgetEnd - performance.now()),
+        priority,
+      });
+      this.#admission.acquired(ticket);
+      return lease;
     } catch (error) {
+      this.#admission.failed(ticket, error);
       if (error instanceof AcquireTimeoutError && error.timeoutMs !== timeoutMs) {
         throw new AcquireTimeoutError(timeoutMs, error.snapshot, error.cause);
       }
@@ -476,6 +519,8 @@ function checkCallOptions(options: CallOptions | undefined): CallOptions {
   const { timeoutMs, idempotent, signal } = options;
   if (timeoutMs !== undefined) durationOption('timeoutMs', timeoutMs, 0, 1);
   if (idempotent !== undefined) booleanOption('idempotent', idempotent, false);
+  if (options.priority !== undefined)
+    enumOption('priority', options.priority, 'normal', ['high', 'normal', 'low']);
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidOptionError('signal', `got ${typeof signal}, expected an AbortSignal`);
   }

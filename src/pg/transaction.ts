@@ -12,10 +12,11 @@
  */
 import type pg from 'pg';
 import { enumOption, integerOption } from '../config/validate.js';
-import type { Lease } from '../engine/engine.js';
+import type { Lease, Priority } from '../engine/engine.js';
 import { AbortedError, InvalidOptionError, OutcomeUnknownError, TimeoutError } from '../errors.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
 import { isConnectionBroken, isTransactionRetryable } from '../resilience/classify.js';
+import type { CallTicket } from './admission.js';
 import { recoveryOf, runStatement, type StatementLimits } from './statement.js';
 
 export type IsolationLevel = 'read uncommitted' | 'read committed' | 'repeatable read' | 'serializable';
@@ -36,6 +37,8 @@ export interface TransactionOptions {
   timeoutMs?: number;
   /** Aborting rolls the transaction back and rejects with `AbortedError`. */
   signal?: AbortSignal;
+  /** Lane in the wait queue. Default `'normal'`. */
+  priority?: Priority;
 }
 
 /** What `fn` gets: statements run inside the transaction, under its deadline and signal. */
@@ -54,10 +57,13 @@ export interface TransactionClient {
 }
 
 export interface TransactionHost {
+  /** Rate limit and circuit breaker: throws when the call is shed. */
+  admit(): CallTicket;
   acquireWithin(
     budgetEnd: number,
     timeoutMs: number,
     signal: AbortSignal | undefined,
+    ticket: CallTicket,
   ): Promise<Lease<pg.Client>>;
   release(lease: Lease<pg.Client>, error?: Error): void;
   acquireTimeoutMs: number;
@@ -110,8 +116,9 @@ export async function runTransaction<T>(
   const budgetEnd = performance.now() + reportedTimeoutMs;
   const deadline = timeoutMs === undefined ? Number.POSITIVE_INFINITY : budgetEnd;
 
+  const ticket = host.admit();
   for (let attempt = 1; ; attempt++) {
-    const lease = await host.acquireWithin(budgetEnd, reportedTimeoutMs, options.signal);
+    const lease = await host.acquireWithin(budgetEnd, reportedTimeoutMs, options.signal, ticket);
     const run = new Run(lease.connection, {
       deadline,
       timeoutMs: reportedTimeoutMs,
