@@ -38,6 +38,8 @@ import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } 
 
 /** SQLSTATE too_many_connections. */
 const TOO_MANY_CONNECTIONS = '53300';
+/** First backoff ceiling after the server said it has no connection slot left, in ms. */
+const CAPACITY_BACKOFF_INITIAL_MS = 200;
 
 export type SlotState = 'connecting' | 'idle' | 'validating' | 'in-use' | 'resetting' | 'closed';
 
@@ -231,7 +233,7 @@ class WaitQueue<C> {
   }
 
   remove(waiter: Waiter<C>): boolean {
-    const removed = waiter.list !== undefined && waiter.list.remove(waiter);
+    const removed = waiter.list?.remove(waiter) === true;
     if (removed) this.size--;
     return removed;
   }
@@ -257,7 +259,8 @@ export class Engine<C> {
   readonly #idle = new LinkedList<Slot<C>>();
   /** Waiters by priority: high, normal, low. FIFO within each lane. */
   readonly #waiters = new WaitQueue<C>();
-  readonly #attempts = new Set<AbortController>();
+  /** Connection attempts in flight: aborting one settles it as failed at once, whatever the driver does. */
+  readonly #attempts = new Map<AbortController, (error: unknown) => void>();
   readonly #pendingDestroys = new Set<Promise<void>>();
   #nextId = 1;
   #connecting = 0;
@@ -485,7 +488,11 @@ export class Engine<C> {
       this.#settleWaiter(waiter);
       waiter.reject(error);
     }
-    for (const controller of this.#attempts) controller.abort(new PoolClosedError());
+    for (const [controller, fail] of [...this.#attempts]) {
+      const error = new PoolClosedError();
+      controller.abort(error);
+      fail(error);
+    }
     for (const slot of [...this.#slots]) {
       // Idle connections close now; a validation in progress ends now too, and its caller is told.
       if (slot.state === 'idle' || slot.state === 'validating') this.#destroy(slot, 'closed');
@@ -591,7 +598,6 @@ export class Engine<C> {
     this.#connecting++; // a new slot starts in 'connecting'
     this.#counters.connectsStarted++;
     const controller = new AbortController();
-    this.#attempts.add(controller);
     let settled = false;
     const { connectTimeoutMs } = this.options;
     const timer = this.#clock.setTimeout(
@@ -616,6 +622,7 @@ export class Engine<C> {
       if (connection === undefined) this.#onConnectFailed(slot, error, now - startedAt, now);
       else this.#onConnected(slot, connection, now - startedAt, now);
     };
+    this.#attempts.set(controller, (error) => finish(undefined, error));
     let promise: Promise<C>;
     try {
       promise = this.#driver.connect({
@@ -667,13 +674,21 @@ export class Engine<C> {
     this.#lastConnectError = error;
     const attempt = ++this.#consecutiveConnectFailures;
     const fatal = classifyConnectError(error) === 'fatal';
-    if (errorCode(error) === TOO_MANY_CONNECTIONS) {
+    const outOfSlots = errorCode(error) === TOO_MANY_CONNECTIONS;
+    if (outOfSlots) {
       // The server is out of connection slots: stop asking for more than it has given us.
       this.#capacityLimit = this.#slots.size - this.#connecting;
     }
+    const { connectBackoffInitialMs, connectBackoffMaxMs } = this.options;
     const delayMs = fullJitterDelay(
       attempt,
-      { initialDelayMs: this.options.connectBackoffInitialMs, maxDelayMs: this.options.connectBackoffMaxMs },
+      {
+        // A server out of slots will not have one in 10 ms: start the backoff higher.
+        initialDelayMs: outOfSlots
+          ? Math.max(connectBackoffInitialMs, CAPACITY_BACKOFF_INITIAL_MS)
+          : connectBackoffInitialMs,
+        maxDelayMs: Math.max(connectBackoffMaxMs, outOfSlots ? CAPACITY_BACKOFF_INITIAL_MS : 0),
+      },
       this.#random,
     );
     // The backoff is in force before any listener runs, so a listener that acquires cannot skip it.

@@ -144,10 +144,9 @@ export function createPgDriver(
           if (message.status) state.status = message.status;
         });
       }
-      const onAbort = () => {
-        destroySocket(client);
-        client.end().catch(() => undefined);
-      };
+      // Destroying the socket makes pg fail the pending connect. (Calling client.end() here would not:
+      // pg then treats the hang-up as expected and never settles the connect.)
+      const onAbort = () => destroySocket(client);
       signal.addEventListener('abort', onAbort, { once: true });
       try {
         await client.connect();

@@ -392,3 +392,13 @@ describe('pg.Pool behaviours ORMs rely on', () => {
     expect(rows[0].n).toBe(0); // an implicit transaction: the INSERT did not commit, but nothing proved it
   });
 });
+
+describe('regressions', () => {
+  it('end() with connection attempts in flight settles at once (pg never settles a connect ended by end())', async () => {
+    const pool = newPool();
+    await Promise.all(Array.from({ length: 5 }, () => pool.query('SELECT 1')));
+    const started = performance.now();
+    await pool.end();
+    expect(performance.now() - started).toBeLessThan(1_500);
+  });
+});

@@ -21,7 +21,7 @@ export interface FakeConnection {
 export type ConnectBehaviour =
   | { kind: 'ok'; delayMs?: number }
   | { kind: 'fail'; error: unknown; delayMs?: number }
-  | { kind: 'hang' };
+  | { kind: 'hang'; ignoreAbort?: boolean };
 
 export class FakeDriver implements Driver<FakeConnection> {
   /** What the next connects do; when empty, `defaultBehaviour` applies. */

@@ -584,3 +584,17 @@ describe('server capacity', () => {
     for (const lease of held) engine.release(lease);
   });
 });
+
+describe('regressions: close with connects in flight', () => {
+  it('close() settles at once even when a connect attempt ignores its abort', async () => {
+    const { engine, clock, driver } = setup({ connectTimeoutMs: 60_000 });
+    driver.defaultBehaviour = { kind: 'hang', ignoreAbort: true };
+    const caller = track(engine.acquire());
+    await clock.flush();
+    const closed = track(engine.close());
+    await clock.flush();
+    expect(caller.error).toBeInstanceOf(PoolClosedError);
+    expect(closed.settled).toBe(true);
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+});
