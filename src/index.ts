@@ -4,12 +4,14 @@
 
 export type { Clock } from './engine/clock.js';
 export type { ConnectContext, Driver } from './engine/driver.js';
+export { TypedEmitter } from './engine/emitter.js';
 export type {
   AcquireOptions,
   EngineCounters,
   EngineEvents,
   EngineStats,
   EvictReason,
+  Priority,
   ReleaseOptions,
   SlotState,
 } from './engine/engine.js';
@@ -18,9 +20,17 @@ export type { EngineOptions } from './engine/options.js';
 export { engineDefaults } from './engine/options.js';
 export * from './errors.js';
 export type { PoolConfig, SteadfastOptions } from './pg/config.js';
+export type { PoolLifecycleEvents } from './pg/lifecycle.js';
+export { CHANNEL_PREFIX } from './pg/lifecycle.js';
 export type { CallOptions, PoolClient, PoolEventPayloads, QueryConfig } from './pg/pool.js';
 export { Pool } from './pg/pool.js';
 export type { IsolationLevel, TransactionClient, TransactionOptions } from './pg/transaction.js';
+export type {
+  BreakerOptions,
+  BreakerSnapshot,
+  BreakerState,
+  BreakerStateChange,
+} from './resilience/breaker.js';
 export {
   classifyConnectError,
   errorCode,
@@ -30,3 +40,4 @@ export {
   isTransactionRetryable,
   provesNotRun,
 } from './resilience/classify.js';
+export type { RateLimitOptions } from './resilience/rate-limit.js';

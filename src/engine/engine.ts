@@ -72,7 +72,7 @@ export interface EngineEvents<C> {
   /** A connection attempt failed. `fatal` means retrying cannot help (bad password, no such database). */
   connectError: { error: unknown; attempt: number; fatal: boolean; durationMs: number };
   /** The next connection attempt waits `delayMs` after `attempt` consecutive failures. */
-  retry: { attempt: number; delayMs: number; error: unknown };
+  retry: { phase: 'connect' | 'query' | 'transaction'; attempt: number; delayMs: number; error: unknown };
   /** A connection was handed out after `waitMs`. */
   acquire: { id: number; connection: C; waitMs: number };
   /** A connection came back after `useMs` of use. */
@@ -249,7 +249,7 @@ class WaitQueue<C> {
 }
 
 export class Engine<C> {
-  readonly events = new TypedEmitter<EngineEvents<C>>();
+  readonly events: TypedEmitter<EngineEvents<C>>;
   readonly options: ResolvedEngineOptions;
 
   readonly #driver: Driver<C>;
@@ -308,7 +308,12 @@ export class Engine<C> {
     },
   };
 
-  constructor(driver: Driver<C>, options?: EngineOptions, deps?: { clock?: Clock; random?: () => number }) {
+  constructor(
+    driver: Driver<C>,
+    options?: EngineOptions,
+    deps?: { clock?: Clock; random?: () => number; events?: TypedEmitter<EngineEvents<C>> },
+  ) {
+    this.events = deps?.events ?? new TypedEmitter<EngineEvents<C>>();
     this.#driver = driver;
     this.options = resolveEngineOptions(options);
     this.#clock = deps?.clock ?? systemClock;
@@ -704,7 +709,7 @@ export class Engine<C> {
     const willRetry = this.#waiters.size > 0;
     this.#pump();
     this.events.emit('connectError', { error, attempt, fatal, durationMs });
-    if (willRetry) this.events.emit('retry', { attempt, delayMs, error });
+    if (willRetry) this.events.emit('retry', { phase: 'connect', attempt, delayMs, error });
   }
 
   #onBroken(slot: Slot<C>, error: unknown): void {

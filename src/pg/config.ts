@@ -44,6 +44,11 @@ export interface SteadfastOptions extends EngineOptions {
   circuitBreaker?: BreakerOptions | false;
   /** A token-bucket limit on acquisitions (calls beyond it fail at once with `RateLimitedError`). Default none. */
   rateLimit?: RateLimitOptions | false;
+  /**
+   * The pool's name in metrics (`db.client.connection.pool.name`), logs and diagnostics channels. Never
+   * derived from the connection string, so it cannot carry a password. Default `steadfast-<n>`.
+   */
+  poolName?: string;
 }
 
 export interface PoolConfig extends pg.PoolConfig, SteadfastOptions {}
@@ -86,6 +91,7 @@ const POOL_ONLY_KEYS = new Set<string>([
   'cancelGraceMs',
   'circuitBreaker',
   'rateLimit',
+  'poolName',
   'maxWaiting',
 ]);
 
@@ -99,8 +105,22 @@ export interface ResolvedPoolConfig {
   queryTimeoutMs: number;
   cancelGraceMs: number;
   circuitBreaker: BreakerOptions | false | undefined;
+  poolName: string;
   rateLimit: RateLimitOptions | false | undefined;
   afterConnect: ((client: pg.Client) => Promise<void>) | undefined;
+}
+
+let poolCounter = 0;
+
+function poolNameOption(value: unknown): string {
+  if (value === undefined) return `steadfast-${++poolCounter}`;
+  if (typeof value !== 'string' || value.trim() === '' || value.length > 100) {
+    throw new InvalidOptionError(
+      'poolName',
+      `got ${typeof value === 'string' ? JSON.stringify(value) : typeof value}, expected a non-empty string of at most 100 characters`,
+    );
+  }
+  return value;
 }
 
 type VerifyHook = (client: pg.Client, done: (error?: Error) => void) => void;
@@ -164,6 +184,7 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     queryTimeoutMs: durationOption('queryTimeoutMs', config.queryTimeoutMs, 0, 0),
     cancelGraceMs: durationOption('cancelGraceMs', config.cancelGraceMs, 2_000, 1),
     circuitBreaker: config.circuitBreaker,
+    poolName: poolNameOption(config.poolName),
     rateLimit: config.rateLimit,
     afterConnect: connectHooks(config),
   };

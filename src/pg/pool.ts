@@ -6,7 +6,15 @@
 import { inspect } from 'node:util';
 import pg from 'pg';
 import { booleanOption, durationOption, enumOption } from '../config/validate.js';
-import { Engine, type EngineStats, type EvictReason, type Lease, type Priority } from '../engine/engine.js';
+import { TypedEmitter } from '../engine/emitter.js';
+import {
+  Engine,
+  type EngineEvents,
+  type EngineStats,
+  type EvictReason,
+  type Lease,
+  type Priority,
+} from '../engine/engine.js';
 import {
   AbortedError,
   AcquireTimeoutError,
@@ -15,11 +23,12 @@ import {
   OutcomeUnknownError,
 } from '../errors.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
-import type { BreakerSnapshot, BreakerStateChange } from '../resilience/breaker.js';
+import type { BreakerSnapshot } from '../resilience/breaker.js';
 import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
 import { Admission, type CallTicket } from './admission.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
 import { createPgDriver } from './driver.js';
+import { CHANNEL_PREFIX, type PoolLifecycleEvents } from './lifecycle.js';
 import { recoveryOf, runStatement } from './statement.js';
 import { runTransaction, type TransactionClient, type TransactionOptions } from './transaction.js';
 
@@ -53,14 +62,10 @@ export interface PoolEventPayloads {
   connectError: { error: unknown; attempt: number; fatal: boolean; durationMs: number };
   /** An acquire gave up at its deadline. */
   timeout: { waitMs: number; error: unknown };
-  /**
-   * A running statement was interrupted by its deadline or its caller's signal and cancelled on the
-   * server. `delivered`: the CancelRequest reached the server; `healthy`: the statement came back, so
-   * the connection is reused (otherwise it is destroyed).
-   */
-  cancel: { reason: 'timeout' | 'abort'; delivered: boolean; healthy: boolean };
+  /** A running statement was cancelled on the server (see `PoolLifecycleEvents`). */
+  cancel: PoolLifecycleEvents['cancel'];
   /** The circuit breaker changed state; `cause` is the failure that opened it. */
-  breaker: BreakerStateChange;
+  breaker: PoolLifecycleEvents['breaker'];
 }
 
 const QUERY_RETRY_BACKOFF = { initialDelayMs: 5, maxDelayMs: 1_000 };
@@ -75,6 +80,13 @@ export class Pool extends pg.Pool {
   readonly #queryTimeoutMs: number;
   readonly #cancelGraceMs: number;
   readonly #admission: Admission;
+  /** The pool's name in metrics, logs and diagnostics channels (option `poolName`). */
+  readonly poolName: string;
+  /**
+   * Every lifecycle event with its full payload (connect with duration, acquire with wait time, evict
+   * with reason, ...), for metrics, logging and leak detection. Listeners cannot break the pool.
+   */
+  readonly lifecycle: TypedEmitter<PoolLifecycleEvents>;
   #ended: Promise<void> | undefined;
 
   constructor(config: PoolConfig = {}) {
@@ -85,12 +97,16 @@ export class Pool extends pg.Pool {
     this.#queryTimeoutMs = resolved.queryTimeoutMs;
     this.#cancelGraceMs = resolved.cancelGraceMs;
     const Client = resolved.Client ?? pg.Client;
+    this.poolName = resolved.poolName;
+    this.lifecycle = new TypedEmitter<PoolLifecycleEvents>({ prefix: CHANNEL_PREFIX, source: this.poolName });
     this.#engine = new Engine(
       createPgDriver(Client, resolved.client, {
         allowExitOnIdle: resolved.allowExitOnIdle,
         ...(resolved.afterConnect ? { afterConnect: resolved.afterConnect } : {}),
       }),
       resolved.engine,
+      // The engine reports straight into the pool's lifecycle emitter: no forwarding on the hot path.
+      { events: this.lifecycle as unknown as TypedEmitter<EngineEvents<pg.Client>> },
     );
     this.#admission = new Admission(resolved, this.#engine, (change) => {
       if (change.to === 'open') {
@@ -99,7 +115,7 @@ export class Pool extends pg.Pool {
           () => new CircuitOpenError(this.#admission.breakerSnapshot()?.retryAfterMs ?? 0, change.cause),
         );
       }
-      this.#safeEmit('breaker', change);
+      this.#announce('breaker', change);
     });
     this.#wireEvents();
   }
@@ -217,7 +233,7 @@ export class Pool extends pg.Pool {
     if (config != null && typeof (config as { submit?: unknown }).submit === 'function') {
       return this.#submit(config as pg.Submittable, values, callback);
     }
-    const promise = this.#runQuery(config as string | QueryConfig, values, options);
+    const promise = this.#observe('query', this.#runQuery(config as string | QueryConfig, values, options));
     if (callback) {
       promise.then(
         (result) => callback(undefined, result),
@@ -266,6 +282,10 @@ export class Pool extends pg.Pool {
    * Nested `tx.transaction()` calls use savepoints. See {@link TransactionOptions}.
    */
   async transaction<T>(fn: (tx: TransactionClient) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return this.#observe('transaction', this.#transaction(fn, options));
+  }
+
+  async #transaction<T>(fn: (tx: TransactionClient) => Promise<T>, options?: TransactionOptions): Promise<T> {
     return runTransaction(
       {
         admit: () => this.#admission.admit(),
@@ -274,8 +294,8 @@ export class Pool extends pg.Pool {
         release: (lease, error) => this.#release(lease, error),
         acquireTimeoutMs: this.#engine.options.acquireTimeoutMs,
         cancelGraceMs: this.#cancelGraceMs,
-        onRetry: (event) => this.#safeEmit('retry', { phase: 'transaction', ...event }),
-        onCancel: (event) => this.#safeEmit('cancel', event),
+        onRetry: (event) => this.#announce('retry', { phase: 'transaction', ...event }),
+        onCancel: (event) => this.#announce('cancel', event),
       },
       fn,
       options === undefined ? undefined : { ...checkCallOptions(options), ...options },
@@ -350,7 +370,7 @@ export class Pool extends pg.Pool {
       timeoutMs: reportedTimeoutMs,
       signal,
       cancelGraceMs: this.#cancelGraceMs,
-      onCancel: (event: PoolEventPayloads['cancel']) => this.#safeEmit('cancel', event),
+      onCancel: (event: PoolEventPayloads['cancel']) => this.#announce('cancel', event),
     };
     const ticket = this.#admission.admit();
     for (let attempt = 1; ; attempt++) {
@@ -379,7 +399,7 @@ export class Pool extends pg.Pool {
           budgetEnd - performance.now(),
         );
         if (delayMs < 0) throw error;
-        this.#safeEmit('retry', { phase: 'query', attempt, delayMs, error });
+        this.#announce('retry', { phase: 'query', attempt, delayMs, error });
         await sleep(delayMs, signal);
       }
     }
@@ -475,11 +495,29 @@ export class Pool extends pg.Pool {
       // nothing is emitted, so the process never dies of an idle connection's error.
       if (idle) this.#safeEmit('error', error, connection);
     });
-    events.on('retry', ({ attempt, delayMs, error }) =>
-      this.#safeEmit('retry', { phase: 'connect', attempt, delayMs, error }),
-    );
+    events.on('retry', (payload) => {
+      if (payload.phase === 'connect') this.#safeEmit('retry', payload);
+    });
     events.on('connectError', (payload) => this.#safeEmit('connectError', payload));
     events.on('timeout', (payload) => this.#safeEmit('timeout', payload));
+  }
+
+  /** Reports a call's duration and outcome as an `operation` lifecycle event, when anyone listens. */
+  #observe<T>(kind: 'query' | 'transaction', promise: Promise<T>): Promise<T> {
+    if (!this.lifecycle.has('operation')) return promise;
+    const started = performance.now();
+    promise.then(
+      () => this.lifecycle.emit('operation', { kind, durationMs: performance.now() - started }),
+      (error: unknown) =>
+        this.lifecycle.emit('operation', { kind, durationMs: performance.now() - started, error }),
+    );
+    return promise;
+  }
+
+  /** A pool-level event: to the lifecycle emitter (and its channel) and to pg-style listeners. */
+  #announce<K extends 'retry' | 'cancel' | 'breaker'>(event: K, payload: PoolLifecycleEvents[K]): void {
+    this.lifecycle.emit(event, payload);
+    this.#safeEmit(event, payload);
   }
 
   /** Emits without letting a throwing listener break the pool. */

@@ -402,3 +402,38 @@ describe('regressions', () => {
     expect(performance.now() - started).toBeLessThan(1_500);
   });
 });
+
+describe('lifecycle events', () => {
+  it('reports connect, acquire, release and operations with timings, and mirrors them on diagnostics_channel', async () => {
+    const diagnostics = await import('node:diagnostics_channel');
+    const pool = newPool({ poolName: 'lifecycle-probe' });
+    const seen: Record<string, any[]> = {};
+    for (const name of ['connect', 'acquire', 'release', 'operation'] as const) {
+      pool.lifecycle.on(name, (payload: unknown) => {
+        seen[name] ??= [];
+        seen[name].push(payload);
+      });
+    }
+    const published: any[] = [];
+    const onMessage = (message: unknown) => published.push(message);
+    diagnostics.subscribe('pg-steadfast:acquire', onMessage);
+    try {
+      await pool.query('SELECT 1');
+      await pool.query('SELEC').catch(() => undefined);
+    } finally {
+      diagnostics.unsubscribe('pg-steadfast:acquire', onMessage);
+    }
+    expect(seen.connect).toHaveLength(1);
+    expect(seen.connect![0].durationMs).toBeGreaterThan(0);
+    expect(seen.acquire).toHaveLength(2);
+    expect(typeof seen.acquire![0].waitMs).toBe('number');
+    expect(seen.release).toHaveLength(2);
+    expect(seen.operation!.map((o) => [o.kind, o.error === undefined])).toEqual([
+      ['query', true],
+      ['query', false],
+    ]);
+    expect(published).toHaveLength(2);
+    expect(published[0]).toMatchObject({ pool: 'lifecycle-probe', id: 1 });
+    expect(pool.poolName).toBe('lifecycle-probe');
+  });
+});

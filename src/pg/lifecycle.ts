@@ -1,0 +1,24 @@
+/**
+ * The pool's lifecycle events: everything the engine reports, plus what the pg face adds. Metrics, logs
+ * and leak detection subscribe here (`pool.lifecycle`); each event is also published on
+ * `node:diagnostics_channel` as `pg-steadfast:<event>` with the pool's name, at no cost without
+ * subscribers.
+ */
+import type pg from 'pg';
+import type { EngineEvents } from '../engine/engine.js';
+import type { BreakerStateChange } from '../resilience/breaker.js';
+
+export const CHANNEL_PREFIX = 'pg-steadfast:';
+
+export interface PoolLifecycleEvents extends EngineEvents<pg.Client> {
+  /**
+   * A running statement was interrupted by its deadline or its caller's signal and cancelled on the
+   * server. `delivered`: the CancelRequest reached the server; `healthy`: the statement came back, so
+   * the connection is reused (otherwise it is destroyed).
+   */
+  cancel: { reason: 'timeout' | 'abort'; delivered: boolean; healthy: boolean };
+  /** The circuit breaker changed state; `cause` is the failure that opened it. */
+  breaker: BreakerStateChange;
+  /** A `pool.query()` or `pool.transaction()` call finished, with its duration (retries included). */
+  operation: { kind: 'query' | 'transaction'; durationMs: number; error?: unknown };
+}
