@@ -35,6 +35,8 @@ export const ErrorCodes = {
   QUEUE_FULL: 'ERR_STEADFAST_QUEUE_FULL',
   /** The acquisition rate limit was exceeded: the call was shed at once. */
   RATE_LIMITED: 'ERR_STEADFAST_RATE_LIMITED',
+  /** A client held past `leakReclaimMs` was taken back; its holder's queries fail with this. */
+  RECLAIMED: 'ERR_STEADFAST_RECLAIMED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -206,5 +208,18 @@ export class QueueFullError extends SteadfastError {
 export class RateLimitedError extends SteadfastError {
   constructor(ratePerSecond: number) {
     super(ErrorCodes.RATE_LIMITED, `More than ${ratePerSecond} acquisitions per second; shedding this call`);
+  }
+}
+
+/** The client was held past `leakReclaimMs` and taken back by the pool; its connection was closed. */
+export class ConnectionReclaimedError extends SteadfastError {
+  readonly heldMs: number;
+
+  constructor(heldMs: number, limitMs: number) {
+    super(
+      ErrorCodes.RECLAIMED,
+      `This client was held for ${Math.round(heldMs)}ms, past leakReclaimMs (${limitMs}ms); the pool took it back and closed its connection`,
+    );
+    this.heldMs = heldMs;
   }
 }

@@ -19,7 +19,16 @@ export { Engine, Lease } from './engine/engine.js';
 export type { EngineOptions } from './engine/options.js';
 export { engineDefaults } from './engine/options.js';
 export * from './errors.js';
+export { consoleLogger, type Logger, type LogLevel } from './observability/logger.js';
+export {
+  fastifyHealthHandler,
+  type HealthOptions,
+  type HealthReport,
+  httpHealthHandler,
+} from './ops/health.js';
+export { installGracefulShutdown, type ShutdownOptions } from './ops/shutdown.js';
 export type { PoolConfig, SteadfastOptions } from './pg/config.js';
+export type { LeakEvents } from './pg/leaks.js';
 export type { PoolLifecycleEvents } from './pg/lifecycle.js';
 export { CHANNEL_PREFIX } from './pg/lifecycle.js';
 export type { CallOptions, PoolClient, PoolEventPayloads, QueryConfig } from './pg/pool.js';

@@ -23,6 +23,13 @@ import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { getFreeServerPort } from './ports.js';
 
+/**
+ * The default application password. It carries a marker that must never appear in anything the pool
+ * prints: vitest.config.ts fails the run when a console line contains {@link SENTINEL_MARKER}.
+ */
+export const SENTINEL_MARKER = 'S3NT1NEL';
+export const SENTINEL_PASSWORD = `pw-${SENTINEL_MARKER}-secret`;
+
 /** How a server is shut down; these are the modes of `pg_ctl stop -m`. */
 export type StopMode = 'smart' | 'fast' | 'immediate';
 
@@ -45,7 +52,10 @@ export interface PostgresServerOptions {
   settings?: Record<string, SettingValue>;
   /** Login role for the application under test. Default: `'steadfast'`. */
   user?: string;
-  /** Password of {@link PostgresServerOptions.user}; authentication is SCRAM-SHA-256. Default: `'steadfast'`. */
+  /**
+   * Password of {@link PostgresServerOptions.user}; authentication is SCRAM-SHA-256. Default:
+   * {@link SENTINEL_PASSWORD}, which the test run watches for in every console line (redaction sweep).
+   */
   password?: string;
   /** Database owned by {@link PostgresServerOptions.user}; created unless it already exists. Default: `'steadfast'`. */
   database?: string;
@@ -598,7 +608,7 @@ export class PostgresServer {
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       settings: options.settings ?? {},
       user: options.user ?? 'steadfast',
-      password: options.password ?? 'steadfast',
+      password: options.password ?? SENTINEL_PASSWORD,
       database: options.database ?? 'steadfast',
       superuser: options.superuser ?? false,
     };

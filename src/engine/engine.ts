@@ -280,6 +280,8 @@ export class Engine<C> {
   #housekeepingTimer: TimerHandle = undefined;
   /** Set first thing in close(), so nothing started during teardown sees an open pool. */
   #isClosing = false;
+  /** close({ drain: true }): callers already waiting are still served until the close timeout. */
+  #draining = false;
   #closed: Promise<void> | undefined = undefined;
   #onSettledChange: (() => void) | undefined = undefined;
   readonly #counters: EngineCounters = {
@@ -461,7 +463,7 @@ export class Engine<C> {
       this.#destroy(slot, 'broken', slot.broken);
     } else if (options?.destroy) {
       this.#destroy(slot, 'released-with-error', options.error);
-    } else if (this.#isClosing) {
+    } else if (!this.#serving()) {
       this.#destroy(slot, 'closed');
     } else if (this.options.mode === 'null') {
       this.#destroy(slot, 'null-pool');
@@ -484,30 +486,25 @@ export class Engine<C> {
    * checked-out ones finish for up to `timeoutMs` (default `closeTimeoutMs`) and then destroys them.
    * Resolves when every connection is closed. Calling it again returns the same promise.
    */
-  close(options?: { timeoutMs?: number }): Promise<void> {
+  close(options?: { timeoutMs?: number; drain?: boolean }): Promise<void> {
     if (this.#closed) return this.#closed;
     this.#isClosing = true;
+    this.#draining = options?.drain === true;
     const timeoutMs = options?.timeoutMs ?? this.options.closeTimeoutMs;
-    const error = new PoolClosedError('The pool was closed while this caller waited for a connection');
-    for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
-      this.#settleWaiter(waiter);
-      waiter.reject(error);
-    }
-    for (const [controller, fail] of [...this.#attempts]) {
-      const error = new PoolClosedError();
-      controller.abort(error);
-      fail(error);
+    if (this.#draining) {
+      // Graceful: callers already waiting still get connections; only new callers are refused.
+      this.#pump();
+    } else {
+      this.#stopServing();
     }
     for (const slot of [...this.#slots]) {
-      // Idle connections close now; a validation in progress ends now too, and its caller is told.
-      if (slot.state === 'idle' || slot.state === 'validating') this.#destroy(slot, 'closed');
+      if (slot.state === 'idle') this.#destroy(slot, 'closed');
     }
-    this.#clearTimer('gate');
     this.#clearTimer('housekeeping');
     let closeTimer: TimerHandle;
     const drained = new Promise<void>((resolve) => {
       const check = () => {
-        if (this.#slots.size === 0) {
+        if (this.#slots.size === 0 && this.#waiters.size === 0) {
           this.#onSettledChange = undefined;
           resolve();
         }
@@ -515,7 +512,9 @@ export class Engine<C> {
       this.#onSettledChange = check;
       closeTimer = this.#clock.setTimeout(
         () => {
-          // Time is up: destroy whatever is left (checked out, resetting). Its holder's next query fails.
+          // Time is up: refuse whoever still waits and destroy whatever is left (checked out, resetting).
+          // A holder's next query fails.
+          this.#stopServing();
           for (const slot of [...this.#slots]) if (slot.state !== 'connecting') this.#destroy(slot, 'closed');
           check();
         },
@@ -548,12 +547,37 @@ export class Engine<C> {
     return count;
   }
 
+  /** Whether connections are still handed to waiters: while open, and while draining with callers queued. */
+  #serving(): boolean {
+    return !this.#isClosing || (this.#draining && this.#waiters.size > 0);
+  }
+
+  /** Ends all serving during close: refuses every waiter, stops connection attempts and validations. */
+  #stopServing(): void {
+    this.#draining = false;
+    const error = new PoolClosedError('The pool was closed while this caller waited for a connection');
+    for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
+      this.#settleWaiter(waiter);
+      waiter.reject(error);
+    }
+    for (const [controller, fail] of [...this.#attempts]) {
+      const closed = new PoolClosedError();
+      controller.abort(closed);
+      fail(closed);
+    }
+    for (const slot of [...this.#slots]) {
+      // A validation in progress ends now too, and its caller is told.
+      if (slot.state === 'idle' || slot.state === 'validating') this.#destroy(slot, 'closed');
+    }
+    this.#clearTimer('gate');
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Matching waiters with connections
 
   /** Hands idle connections to waiters in FIFO order, then opens connections for those still waiting. */
   #pump(): void {
-    if (this.#isClosing) return;
+    if (!this.#serving()) return;
     const now = this.#clock.now();
     while (this.#waiters.size > 0 && this.#idle.size > 0) {
       const slot = this.#idle.shift()!;
@@ -674,7 +698,7 @@ export class Engine<C> {
     this.#slots.delete(slot);
     this.#setState(slot, 'closed');
     this.#onSettledChange?.();
-    if (this.#isClosing) return;
+    if (!this.#serving()) return;
     this.#counters.connectsFailed++;
     this.#lastConnectError = error;
     const attempt = ++this.#consecutiveConnectFailures;
@@ -726,14 +750,15 @@ export class Engine<C> {
 
   /** A clean connection nobody holds: to the first waiter, else onto the idle stack (or closed if surplus). */
   #makeAvailable(slot: Slot<C>, now: number): void {
-    if (this.#isClosing) {
-      this.#destroy(slot, 'closed');
-      return;
-    }
-    const waiter = this.#waiters.shift();
+    const waiter = this.#serving() ? this.#waiters.shift() : undefined;
     if (waiter !== undefined) {
       this.#handOut(slot, waiter, now);
       this.#pump();
+      if (this.#isClosing) this.#onSettledChange?.();
+      return;
+    }
+    if (this.#isClosing) {
+      this.#destroy(slot, 'closed');
       return;
     }
     if (this.options.mode === 'null') {
@@ -853,8 +878,8 @@ export class Engine<C> {
       'Resetting a connection',
       (error) => {
         if (slot.state !== 'resetting') return;
-        if (error !== undefined || slot.isBroken || this.#isClosing) {
-          this.#destroy(slot, this.#isClosing && error === undefined ? 'closed' : 'reset-failed', error);
+        if (error !== undefined || slot.isBroken || !this.#serving()) {
+          this.#destroy(slot, error === undefined && !slot.isBroken ? 'closed' : 'reset-failed', error);
           this.#pump();
         } else {
           this.#makeAvailable(slot, this.#clock.now());
@@ -921,6 +946,7 @@ export class Engine<C> {
     const error = new AcquireTimeoutError(waiter.timeoutMs, this.snapshot(), cause);
     this.events.emit('timeout', { waitMs: this.#clock.now() - waiter.enqueuedAt, error });
     waiter.reject(error);
+    if (this.#isClosing) this.#onSettledChange?.();
   }
 
   #onWaiterAbort(waiter: Waiter<C>): void {
@@ -928,6 +954,7 @@ export class Engine<C> {
     this.#settleWaiter(waiter);
     this.#counters.aborts++;
     waiter.reject(new AbortedError('Acquiring a connection', waiter.signal?.reason));
+    if (this.#isClosing) this.#onSettledChange?.();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -941,7 +968,7 @@ export class Engine<C> {
     this.#setState(slot, 'closed');
     if (waiter !== undefined && !waiter.settled) {
       // The caller whose connection was being validated keeps its place, or learns the pool closed.
-      if (this.#isClosing) {
+      if (this.#isClosing && !this.#draining) {
         this.#settleWaiter(waiter);
         waiter.reject(new PoolClosedError('The pool was closed while this caller waited for a connection'));
       } else {

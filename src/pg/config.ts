@@ -11,6 +11,8 @@ import type pg from 'pg';
 import { booleanOption, durationOption } from '../config/validate.js';
 import type { EngineOptions } from '../engine/options.js';
 import { InvalidOptionError } from '../errors.js';
+import { consoleLogger, type Logger } from '../observability/logger.js';
+import { passwordOf } from '../observability/redact.js';
 import type { BreakerOptions } from '../resilience/breaker.js';
 import type { RateLimitOptions } from '../resilience/rate-limit.js';
 import type { ClientConstructor } from './driver.js';
@@ -49,6 +51,22 @@ export interface SteadfastOptions extends EngineOptions {
    * derived from the connection string, so it cannot carry a password. Default `steadfast-<n>`.
    */
   poolName?: string;
+  /**
+   * A client from `pool.connect()` held longer than this (ms) is reported (event `leak`, a warning in
+   * the log) with the stack of the line that acquired it, and again when it comes back. 0: off. Default 0.
+   */
+  leakDetectionThresholdMs?: number;
+  /**
+   * A client held longer than this (ms) is taken back by force: its connection is closed and its
+   * holder's next query fails with `ConnectionReclaimedError`. 0: never. Default 0.
+   */
+  leakReclaimMs?: number;
+  /** Where the pool logs (pino-shaped `warn(fields, message)`...). `false`: nowhere. Default: the console, warn and above. */
+  logger?: Logger | false;
+  /** Log every `pool.query()` and `pool.transaction()` with its duration, at info (SQLAlchemy's `echo`). Default false. */
+  echo?: boolean;
+  /** Log every pool lifecycle event at debug (SQLAlchemy's `echo_pool`). Default false. */
+  echoPool?: boolean;
 }
 
 export interface PoolConfig extends pg.PoolConfig, SteadfastOptions {}
@@ -92,6 +110,11 @@ const POOL_ONLY_KEYS = new Set<string>([
   'circuitBreaker',
   'rateLimit',
   'poolName',
+  'leakDetectionThresholdMs',
+  'leakReclaimMs',
+  'logger',
+  'echo',
+  'echoPool',
   'maxWaiting',
 ]);
 
@@ -106,8 +129,27 @@ export interface ResolvedPoolConfig {
   cancelGraceMs: number;
   circuitBreaker: BreakerOptions | false | undefined;
   poolName: string;
+  leakDetectionThresholdMs: number;
+  leakReclaimMs: number;
+  logger: Logger | false;
+  echo: boolean;
+  echoPool: boolean;
+  /** Secrets the redactor removes from everything the pool prints. */
+  secrets: string[];
   rateLimit: RateLimitOptions | false | undefined;
   afterConnect: ((client: pg.Client) => Promise<void>) | undefined;
+}
+
+function loggerOption(value: unknown): Logger | false {
+  if (value === undefined) return consoleLogger('warn');
+  if (value === false) return false;
+  if (typeof value !== 'object' || value === null || typeof (value as Logger).warn !== 'function') {
+    throw new InvalidOptionError(
+      'logger',
+      'expected false or an object with at least a warn(fields, message) method',
+    );
+  }
+  return value as Logger;
 }
 
 let poolCounter = 0;
@@ -185,6 +227,19 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     cancelGraceMs: durationOption('cancelGraceMs', config.cancelGraceMs, 2_000, 1),
     circuitBreaker: config.circuitBreaker,
     poolName: poolNameOption(config.poolName),
+    leakDetectionThresholdMs: durationOption(
+      'leakDetectionThresholdMs',
+      config.leakDetectionThresholdMs,
+      0,
+      0,
+    ),
+    leakReclaimMs: durationOption('leakReclaimMs', config.leakReclaimMs, 0, 0),
+    logger: loggerOption(config.logger),
+    echo: booleanOption('echo', config.echo, false),
+    echoPool: booleanOption('echoPool', config.echoPool, false),
+    secrets: [config.password, passwordOf(config.connectionString)].filter(
+      (secret): secret is string => typeof secret === 'string' && secret.length > 0,
+    ),
     rateLimit: config.rateLimit,
     afterConnect: connectHooks(config),
   };

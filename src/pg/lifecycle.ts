@@ -7,10 +7,11 @@
 import type pg from 'pg';
 import type { EngineEvents } from '../engine/engine.js';
 import type { BreakerStateChange } from '../resilience/breaker.js';
+import type { LeakEvents } from './leaks.js';
 
 export const CHANNEL_PREFIX = 'pg-steadfast:';
 
-export interface PoolLifecycleEvents extends EngineEvents<pg.Client> {
+export interface PoolLifecycleEvents extends EngineEvents<pg.Client>, LeakEvents {
   /**
    * A running statement was interrupted by its deadline or its caller's signal and cancelled on the
    * server. `delivered`: the CancelRequest reached the server; `healthy`: the statement came back, so

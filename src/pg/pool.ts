@@ -22,12 +22,16 @@ import {
   InvalidOptionError,
   OutcomeUnknownError,
 } from '../errors.js';
+import { attachPoolLogging } from '../observability/pool-logging.js';
+import { createRedactor, type Redactor } from '../observability/redact.js';
+import { checkHealth, type HealthOptions, type HealthReport, type HealthTarget } from '../ops/health.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
 import type { BreakerSnapshot } from '../resilience/breaker.js';
 import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
 import { Admission, type CallTicket } from './admission.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
 import { createPgDriver } from './driver.js';
+import { type LeakEvents, type LeakOptions, watchForLeak } from './leaks.js';
 import { CHANNEL_PREFIX, type PoolLifecycleEvents } from './lifecycle.js';
 import { recoveryOf, runStatement } from './statement.js';
 import { runTransaction, type TransactionClient, type TransactionOptions } from './transaction.js';
@@ -80,6 +84,8 @@ export class Pool extends pg.Pool {
   readonly #queryTimeoutMs: number;
   readonly #cancelGraceMs: number;
   readonly #admission: Admission;
+  readonly #redact: Redactor;
+  readonly #leakOptions: LeakOptions;
   /** The pool's name in metrics, logs and diagnostics channels (option `poolName`). */
   readonly poolName: string;
   /**
@@ -117,6 +123,24 @@ export class Pool extends pg.Pool {
       }
       this.#announce('breaker', change);
     });
+    this.#redact = createRedactor(resolved.secrets);
+    this.#leakOptions = {
+      thresholdMs: resolved.leakDetectionThresholdMs,
+      reclaimMs: resolved.leakReclaimMs,
+      report: (event, payload) => {
+        (this.lifecycle as unknown as TypedEmitter<LeakEvents>).emit(event, payload);
+        this.#safeEmit(event, payload);
+      },
+      reclaim: (lease, error) => this.#release(lease, error),
+    };
+    if (resolved.logger !== false) {
+      attachPoolLogging(this.lifecycle, resolved.logger, {
+        poolName: this.poolName,
+        redact: this.#redact,
+        echo: resolved.echo,
+        echoPool: resolved.echoPool,
+      });
+    }
     this.#wireEvents();
   }
 
@@ -265,8 +289,10 @@ export class Pool extends pg.Pool {
   /**
    * Stops taking work, settles every waiter with `PoolClosedError`, lets checked-out clients finish
    * for up to `timeoutMs` (default `closeTimeoutMs`, 30 s) and then closes everything. Idempotent.
+   * With `drain: true`, callers already waiting are still served within that time (graceful shutdown):
+   * only new calls are refused.
    */
-  close(options?: { timeoutMs?: number }): Promise<void> {
+  close(options?: { timeoutMs?: number; drain?: boolean }): Promise<void> {
     if (this.#ended) return this.#ended;
     (this as { ending: boolean }).ending = true;
     this.#ended = this.#engine.close(options).then(() => {
@@ -302,6 +328,15 @@ export class Pool extends pg.Pool {
     );
   }
 
+  /**
+   * A health check: `'readiness'` (default) runs one statement at high priority within `timeoutMs`
+   * (default 2000) and reports latency and server version; `'liveness'` checks only the pool. Never
+   * rejects, never contains credentials.
+   */
+  health(options?: HealthOptions): Promise<HealthReport> {
+    return checkHealth(this as unknown as HealthTarget, this.#redact, options);
+  }
+
   /** A snapshot: connection counts by state, waiters, counters since start, and the circuit breaker. */
   stats(): EngineStats & { breaker: BreakerSnapshot | undefined } {
     return { ...this.#engine.stats(), breaker: this.#admission.breakerSnapshot() };
@@ -330,9 +365,18 @@ export class Pool extends pg.Pool {
       ticket,
     );
     const client = lease.connection as PoolClient;
+    const watch = watchForLeak(lease, this.#leakOptions);
     // A fresh closure per checkout, bound to this lease: it works detached (`const { release } = client`)
     // and a stale one from an earlier checkout cannot release the current holder's lease.
-    client.release = (error?: Error | boolean) => this.#release(lease, error);
+    client.release =
+      watch === undefined
+        ? (error?: Error | boolean) => this.#release(lease, error)
+        : (error?: Error | boolean) => {
+            // A reclaimed client was already given back by the pool: its holder's release is a no-op.
+            if (watch.reclaimed) return;
+            watch.returned();
+            this.#release(lease, error);
+          };
     return client;
   }
 

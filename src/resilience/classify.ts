@@ -322,6 +322,7 @@ const STEADFAST_CONNECT: Readonly<Record<ErrorCode, ConnectFailure>> = {
   [ErrorCodes.CIRCUIT_OPEN]: 'transient',
   [ErrorCodes.QUEUE_FULL]: 'transient',
   [ErrorCodes.RATE_LIMITED]: 'transient',
+  [ErrorCodes.RECLAIMED]: 'fatal',
 };
 
 /**
@@ -432,6 +433,8 @@ const STEADFAST_BROKEN: Readonly<Record<ErrorCode, boolean>> = {
   [ErrorCodes.CIRCUIT_OPEN]: false,
   [ErrorCodes.QUEUE_FULL]: false,
   [ErrorCodes.RATE_LIMITED]: false,
+  // The pool closed the connection under its holder.
+  [ErrorCodes.RECLAIMED]: true,
 };
 
 /**
@@ -532,6 +535,8 @@ const STEADFAST_NOT_RUN: Readonly<Record<ErrorCode, boolean>> = {
   [ErrorCodes.CIRCUIT_OPEN]: true,
   [ErrorCodes.QUEUE_FULL]: true,
   [ErrorCodes.RATE_LIMITED]: true,
+  // Refused before anything was sent.
+  [ErrorCodes.RECLAIMED]: true,
 };
 
 /**

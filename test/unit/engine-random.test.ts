@@ -78,7 +78,7 @@ async function runScenario(seed: number, steps: number): Promise<void> {
   };
 
   for (let step = 0; step < steps; step++) {
-    if (step === closeAtStep) closing = engine.close({ timeoutMs: 500 });
+    if (step === closeAtStep) closing = engine.close({ timeoutMs: 500, drain: random() < 0.5 });
     const r = random();
     if (r < 0.3) {
       const abort = random() < 0.3 ? new AbortController() : undefined;

@@ -598,3 +598,50 @@ describe('regressions: close with connects in flight', () => {
     expect(clock.pending().keepAlive).toBe(0);
   });
 });
+
+describe('close with drain', () => {
+  it('refuses new callers but serves those already waiting, then closes', async () => {
+    const { engine, clock, driver } = setup({ max: 1 });
+    const held = await engine.acquire();
+    const waiting = track(engine.acquire());
+    await clock.flush();
+    const closed = track(engine.close({ drain: true, timeoutMs: 10_000 }));
+    await expect(engine.acquire()).rejects.toBeInstanceOf(PoolClosedError);
+    engine.release(held);
+    await clock.flush();
+    expect(waiting.value).toBeDefined();
+    expect(closed.settled).toBe(false);
+    engine.release(waiting.value as Lease<FakeConnection>);
+    await clock.flush();
+    expect(closed.settled).toBe(true);
+    expect(driver.openConnections).toBe(0);
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+
+  it('refuses the callers still waiting when the drain timeout passes', async () => {
+    const { engine, clock, driver } = setup({ max: 1 });
+    const held = await engine.acquire();
+    const waiting = track(engine.acquire({ timeoutMs: 60_000 }));
+    const closed = track(engine.close({ drain: true, timeoutMs: 1_000 }));
+    await clock.advance(1_000);
+    expect(waiting.error).toBeInstanceOf(PoolClosedError);
+    expect(closed.settled).toBe(true);
+    expect(driver.openConnections).toBe(0);
+    expect(() => engine.release(held)).not.toThrow();
+  });
+
+  it('opens connections for waiters during a drain', async () => {
+    const { engine, clock } = setup({ max: 2 });
+    const held = await engine.acquire();
+    const waiting = [track(engine.acquire()), track(engine.acquire())];
+    const closed = track(engine.close({ drain: true, timeoutMs: 10_000 }));
+    await clock.flush();
+    expect(waiting[0]!.value).toBeDefined();
+    engine.release(held);
+    await clock.flush();
+    expect(waiting[1]!.value).toBeDefined();
+    for (const w of waiting) engine.release(w.value as Lease<FakeConnection>);
+    await clock.flush();
+    expect(closed.settled).toBe(true);
+  });
+});
