@@ -155,10 +155,10 @@ function createInstruments(meter: Meter): Instruments {
       'db.client.connection.pending_requests',
       countOptions('The number of current pending requests for an open connection.', '{request}'),
     ),
-    // One series per state, 1 for the current one and 0 for the others (as `hw.status` does), so a
-    // dashboard can sum or filter by state without knowing an encoding.
+    // One series per state, 1 for the current one and 0 for the others (as `hw.status` with `hw.state`
+    // does), so a dashboard can filter or sum by state without knowing an encoding.
     breakerState: meter.createObservableUpDownCounter(
-      'pg_steadfast.breaker.state',
+      'pg_steadfast.breaker.status',
       countOptions(
         'Whether the circuit breaker is in the state of the `pg_steadfast.breaker.state` attribute.',
         '1',
@@ -253,13 +253,14 @@ function errorType(error: unknown): string {
  * | `pg_steadfast.connection.create_errors` | Counter | `{error}` | `error.type` |
  * | `pg_steadfast.connection.evictions` | Counter | `{connection}` | `pg_steadfast.eviction.reason` |
  * | `pg_steadfast.retries` | Counter | `{retry}` | `pg_steadfast.retry.phase`, `error.type` |
- * | `pg_steadfast.breaker.state` | async UpDownCounter | `1` | `pg_steadfast.breaker.state`: 1 for the current state, 0 for the others; only with a circuit breaker |
+ * | `pg_steadfast.breaker.status` | async UpDownCounter | `1` | `pg_steadfast.breaker.state`: 1 for the current state, 0 for the others; only with a circuit breaker |
  *
  * How the figures map: `used` counts open connections that are not idle (checked out, being validated
  * or reset); connections still being opened are in neither state. `idle.max` is the kept size
  * (`max - maxOverflow`): idle connections beyond it are overflow and close. `idle.min` is `min`.
  * `pending_requests` is callers waiting for a connection. Histograms record seconds, with the bucket
- * boundaries the conventions advise ({@link DURATION_BUCKETS_S}). `create_time` counts successful
+ * boundaries the conventions advise ({@link DURATION_BUCKETS_S}; passed as instrument advice, which
+ * `@opentelemetry/api` >= 1.7 forwards and a View can override). `create_time` counts successful
  * connects only; failed ones go to `pg_steadfast.connection.create_errors`. `wait_time` counts
  * successful acquisitions; the ones that gave up count in `timeouts`. `db.client.operation.duration`
  * covers a whole call, retries and connection wait included. Counters count from this call on.

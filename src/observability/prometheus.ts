@@ -28,7 +28,10 @@ export type CollectedPool = Pick<Pool, 'poolName' | 'lifecycle' | 'stats'>;
 
 /** Options of {@link prometheusCollector}. */
 export interface PrometheusOptions {
-  /** The registry to register the metrics in. Default: prom-client's global `register`. */
+  /**
+   * The registry to register the metrics in. Default: prom-client's global `register`. Set its content
+   * type (Prometheus or OpenMetrics) before the first collector: counter names follow it.
+   */
   registry?: Registry<any>;
   /** Prefix of every metric name. Default `'steadfast_'`. */
   prefix?: string;
