@@ -52,6 +52,7 @@ describe('the built package', () => {
       expect(result.stderr).toBe('');
       expect(result.code).toBe(0);
       expect(JSON.parse(result.stdout)).toEqual({
+        subpaths: true,
         format,
         n: 1,
         isPgPool: true,
