@@ -74,9 +74,9 @@ export interface EngineEvents<C> {
   /** The next connection attempt waits `delayMs` after `attempt` consecutive failures. */
   retry: { phase: 'connect' | 'query' | 'transaction'; attempt: number; delayMs: number; error: unknown };
   /** A connection was handed out after `waitMs`. */
-  acquire: { id: number; connection: C; waitMs: number };
+  acquire: { id: number; seq: number; connection: C; waitMs: number };
   /** A connection came back after `useMs` of use. */
-  release: { id: number; connection: C; useMs: number };
+  release: { id: number; seq: number; connection: C; useMs: number };
   /** An idle connection was checked with a round trip before checkout. */
   validate: { id: number; connection: C; ok: boolean; durationMs: number; error?: unknown };
   /** A connection was closed, and why. */
@@ -178,6 +178,8 @@ export class Lease<C> {
     /** @internal */ readonly slot: Slot<C>,
     readonly connection: C,
     readonly acquiredAt: number,
+    /** This checkout's number (1, 2, ... per pool): a correlation id for the acquire and its release. */
+    readonly seq: number,
   ) {}
 
   /** The connection's id, stable for its life (also in events). */
@@ -455,6 +457,7 @@ export class Engine<C> {
     if (this.events.has('release')) {
       this.events.emit('release', {
         id: slot.id,
+        seq: lease.seq,
         connection: slot.connection,
         useMs: now - lease.acquiredAt,
       });
@@ -818,10 +821,15 @@ export class Engine<C> {
     this.#setState(slot, 'in-use');
     slot.uses++;
     this.#counters.acquires++;
-    const lease = new Lease(slot, slot.connection, now);
+    const lease = new Lease(slot, slot.connection, now, this.#counters.acquires);
     slot.lease = lease;
     if (this.events.has('acquire')) {
-      this.events.emit('acquire', { id: slot.id, connection: slot.connection, waitMs: now - requestedAt });
+      this.events.emit('acquire', {
+        id: slot.id,
+        seq: lease.seq,
+        connection: slot.connection,
+        waitMs: now - requestedAt,
+      });
     }
     return lease;
   }
