@@ -314,11 +314,12 @@ function parseCommand(argv: string[]): Parsed {
     maxConnections: integer('max-connections', str('max-connections'), 1),
     reserved: integer('reserved', str('reserved'), 0) ?? 3,
   };
+  if (args.spindles !== undefined && args.cores === undefined) {
+    throw new UsageError('--spindles needs --cores');
+  }
   if (args.cores === undefined && args.rps === undefined && args.queryMs === undefined) {
     throw new UsageError('size needs --cores, or --rps with --query-ms');
   }
-  if (args.spindles !== undefined && args.cores === undefined)
-    throw new UsageError('--spindles needs --cores');
   if ((args.rps === undefined) !== (args.queryMs === undefined)) {
     throw new UsageError('--rps and --query-ms go together');
   }

@@ -2,6 +2,15 @@
  * pg-steadfast: a fault-tolerant, observable PostgreSQL connection pool that is a drop-in `pg.Pool`.
  */
 
+export {
+  type ConnectionStringInfo,
+  checkConnectionString,
+  type EnvConfigOptions,
+  parseConnectionString,
+  poolConfigFromEnv,
+  redactConnectionString,
+} from './config/env.js';
+export { type PoolPreset, PRESET_NAMES, type PresetName, presetConfig, presets } from './config/presets.js';
 export type { Clock } from './engine/clock.js';
 export type { ConnectContext, Driver } from './engine/driver.js';
 export { TypedEmitter } from './engine/emitter.js';
@@ -21,12 +30,40 @@ export { engineDefaults } from './engine/options.js';
 export * from './errors.js';
 export { consoleLogger, type Logger, type LogLevel } from './observability/logger.js';
 export {
+  type ApplicationConnections,
+  type DoctorOptions,
+  type DoctorProblem,
+  type DoctorReport,
+  doctor,
+  formatDoctorReport,
+  type ProblemSeverity,
+  type SessionInfo,
+} from './ops/doctor.js';
+export {
   fastifyHealthHandler,
   type HealthOptions,
   type HealthReport,
   httpHealthHandler,
 } from './ops/health.js';
 export { installGracefulShutdown, type ShutdownOptions } from './ops/shutdown.js';
+export {
+  type BudgetCheckOptions,
+  type ConnectionBudget,
+  type ConnectionBudgetCheck,
+  type ConnectionBudgetInput,
+  checkConnectionBudget,
+  connectionBudget,
+  connectionLimitProblems,
+  type HikariSizeInput,
+  hikariSize,
+  type LittleSizeInput,
+  littleSize,
+  type PodPoolSizeInput,
+  perInstance,
+  podPoolSize,
+  readServerLimits,
+  type ServerConnectionLimits,
+} from './ops/sizing.js';
 export type { PoolConfig, SteadfastOptions } from './pg/config.js';
 export type { LeakEvents } from './pg/leaks.js';
 export type { PoolLifecycleEvents } from './pg/lifecycle.js';

@@ -24,13 +24,15 @@
  * known name), so a misspelt variable cannot be silently ignored.
  *
  * Server address and credentials beyond `DATABASE_URL` are left to pg, which reads them from
- * `process.env` when a client connects, for whatever the URL (or the absence of one) leaves open:
+ * `process.env` for whatever the URL (or the absence of one) leaves open:
  * `PGHOST`, `PGPORT`, `PGUSER` (default: the OS user), `PGPASSWORD` (else `PGPASSFILE`/`~/.pgpass`),
  * `PGDATABASE` (default: the user name), `PGAPPNAME`, `PGSSLMODE`, `PGSSLNEGOTIATION`, `PGOPTIONS`,
  * `PGCLIENT_ENCODING`. pg does not read `PGSERVICE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY` or
- * `PGTARGETSESSIONATTRS` (put those in the URL: `?sslrootcert=...`). `PGSSLMODE=prefer` makes pg require
- * TLS (it has no plain-text fallback) and `no-verify` turns certificate verification off. `PGCONNECT_TIMEOUT`
- * only reaches pg-native; this pool bounds connecting with `connectTimeoutMs`. This module checks
+ * `PGTARGETSESSIONATTRS` (put those in the URL: `?sslrootcert=...`). In pg, `PGSSLMODE` values `prefer`,
+ * `require`, `verify-ca` and `verify-full` all mean TLS with certificate verification (no plain-text
+ * fallback), `no-verify` means TLS without verification, and `disable` and `allow` mean no TLS.
+ * `PGCONNECT_TIMEOUT` only reaches pg-native; this pool bounds connecting with `connectTimeoutMs`. pg
+ * reads these variables when a client is created. This module checks
  * `PGPORT` and `PGSSLMODE` because pg would silently misread bad values (a misspelt `PGSSLMODE`
  * means no TLS at all).
  */

@@ -14,10 +14,13 @@
  */
 import pg from 'pg';
 import { parseConnectionString } from '../config/env.js';
+import { durationOption, integerOption } from '../config/validate.js';
+import { InvalidOptionError } from '../errors.js';
 import { errorCode } from '../resilience/classify.js';
 import {
   type ConnectionBudget,
   connectionBudget,
+  connectionLimitProblems,
   readServerLimits,
   type ServerConnectionLimits,
 } from './sizing.js';
@@ -138,7 +141,7 @@ SELECT pid,
        datname,
        usename,
        coalesce(application_name, '') AS application_name,
-       client_addr::text AS client_addr,
+       host(client_addr) AS client_addr,
        state,
        wait_event_type,
        wait_event,
@@ -229,16 +232,22 @@ function describeSession(s: SessionInfo): string {
  *
  * The connection string may leave parts to pg's `PG*` environment variables (`PGPASSWORD`, ...).
  *
- * @throws InvalidOptionError when `connectionString` is not a postgres URL (shown without its password).
+ * @throws InvalidOptionError when `connectionString` is not a postgres URL (shown without its password),
+ *   or an option is out of range.
  */
 export async function doctor(connectionString: string, options: DoctorOptions = {}): Promise<DoctorReport> {
   const info = parseConnectionString(connectionString, 'connectionString');
   const secrets = secretsOf(connectionString);
-  const timeoutMs = options.timeoutMs ?? 5_000;
+  // Checked before connecting: a bad option must not surface later as a failed diagnostic.
+  const timeoutMs = durationOption('timeoutMs', options.timeoutMs, 5_000, 1);
+  integerOption('instances', options.instances, 1, 1);
+  integerOption('poolSize', options.poolSize, 10, 1);
+  integerOption('maxOverflow', options.maxOverflow, 0, 0);
+  integerOption('reserved', options.reserved, 0, 0);
   const thresholds = {
-    longQuerySeconds: options.longQuerySeconds ?? 30,
-    idleInTransactionSeconds: options.idleInTransactionSeconds ?? 60,
-    lockWaitSeconds: options.lockWaitSeconds ?? 5,
+    longQuerySeconds: secondsOption('longQuerySeconds', options.longQuerySeconds, 30),
+    idleInTransactionSeconds: secondsOption('idleInTransactionSeconds', options.idleInTransactionSeconds, 60),
+    lockWaitSeconds: secondsOption('lockWaitSeconds', options.lockWaitSeconds, 5),
   };
   const report: DoctorReport = {
     target: info.redacted,
@@ -298,6 +307,14 @@ export async function doctor(connectionString: string, options: DoctorOptions = 
   return report;
 }
 
+function secondsOption(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new InvalidOptionError(name, `got ${String(value)}, expected seconds >= 0`);
+  }
+  return value;
+}
+
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
@@ -324,18 +341,8 @@ async function inspect(
   });
   report.budget = budget;
   if (!budget.ok) problem('error', 'budget-exceeded', budget.message);
-  for (const [what, limit] of [
-    [`role ${server.user}`, server.roleConnectionLimit],
-    [`database ${server.database}`, server.databaseConnectionLimit],
-  ] as const) {
-    const perPool = poolSize + maxOverflow;
-    if (limit >= 0 && instances * perPool > limit) {
-      problem(
-        'error',
-        'connection-limit',
-        `${instances} × ${perPool} = ${instances * perPool} connections exceed the CONNECTION LIMIT ${limit} of ${what}`,
-      );
-    }
+  for (const message of connectionLimitProblems(server, instances, poolSize + maxOverflow)) {
+    problem('error', 'connection-limit', message);
   }
 
   const { rows } = await client.query(ACTIVITY_SQL);
@@ -468,7 +475,7 @@ export function formatDoctorReport(report: DoctorReport): string {
 
   const c = report.connections;
   if (c) {
-    lines.push('', `Connections by database / application / state (${c.total} other sessions):`);
+    lines.push('', `Connections by database / application / state (${plural(c.total, 'other session')}):`);
     if (c.byApplication.length === 0) lines.push('  none');
     for (const g of c.byApplication) {
       lines.push(

@@ -244,6 +244,34 @@ export async function readServerLimits(client: pg.ClientBase): Promise<ServerCon
   };
 }
 
+/**
+ * The role's and the database's `CONNECTION LIMIT` against `instances` pools of `perPool` connections:
+ * one message for each limit the pools can exceed (the server answers the connection beyond it with
+ * "too many connections for role", SQLSTATE 53300). Empty when both fit or are unlimited.
+ */
+export function connectionLimitProblems(
+  server: Pick<
+    ServerConnectionLimits,
+    'user' | 'database' | 'roleConnectionLimit' | 'databaseConnectionLimit'
+  >,
+  instances: number,
+  perPool: number,
+): string[] {
+  const needed = instances * perPool;
+  const problems: string[] = [];
+  for (const [what, limit] of [
+    [`role ${server.user}`, server.roleConnectionLimit],
+    [`database ${server.database}`, server.databaseConnectionLimit],
+  ] as const) {
+    if (limit >= 0 && needed > limit) {
+      problems.push(
+        `${instances} × ${perPool} = ${needed} connections exceed the CONNECTION LIMIT ${limit} of ${what}`,
+      );
+    }
+  }
+  return problems;
+}
+
 /** Options of {@link checkConnectionBudget}. */
 export interface BudgetCheckOptions {
   /** Application instances running this pool; integer >= 1. Default 1. */
@@ -303,6 +331,8 @@ export async function checkConnectionBudget(
   const instances = options.instances ?? 1;
   // Checked before connecting, so a bad argument costs no round trip.
   positiveInteger('instances', instances);
+  positiveInteger('poolSize', poolSize);
+  positiveInteger('maxOverflow', maxOverflow, 0);
   positiveInteger('reserved', options.reserved ?? 0, 0);
   const timeoutMs = options.timeoutMs ?? 5_000;
   positiveNumber('timeoutMs', timeoutMs);
@@ -334,20 +364,8 @@ export async function checkConnectionBudget(
     reserved: server.superuserReservedConnections + server.reservedConnections + (options.reserved ?? 0),
     serverMaxConnections: server.maxConnections,
   });
-  const perPool = poolSize + maxOverflow;
-  const notes: string[] = [budget.message];
-  let ok = budget.ok;
-  for (const [what, limit] of [
-    [`role ${server.user}`, server.roleConnectionLimit],
-    [`database ${server.database}`, server.databaseConnectionLimit],
-  ] as const) {
-    if (limit >= 0 && instances * perPool > limit) {
-      ok = false;
-      notes.push(
-        `${instances} × ${perPool} = ${instances * perPool} connections exceed the CONNECTION LIMIT ${limit} of ${what}`,
-      );
-    }
-  }
+  const notes = [budget.message, ...connectionLimitProblems(server, instances, poolSize + maxOverflow)];
+  const ok = notes.length === 1 && budget.ok;
   const result: ConnectionBudgetCheck = { ...budget, ok, message: notes.join('; '), server };
   if (!ok && options.onWarning !== false) {
     const warn =
