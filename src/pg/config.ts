@@ -8,7 +8,7 @@
  * as pg.Pool does.
  */
 import type pg from 'pg';
-import { booleanOption, durationOption } from '../config/validate.js';
+import { booleanOption, durationOption, suggest } from '../config/validate.js';
 import type { EngineOptions } from '../engine/options.js';
 import { InvalidOptionError } from '../errors.js';
 import { consoleLogger, type Logger } from '../observability/logger.js';
@@ -190,10 +190,56 @@ function connectHooks(config: PoolConfig): ResolvedPoolConfig['afterConnect'] {
   };
 }
 
+/**
+ * pg.Client's own config keys (pg 8.x: connection-parameters.js, client.js). Keys outside this list and
+ * the pool's are still handed to the client, as pg.Pool does, unless they look like a misspelling of a
+ * pool option: then the pool refuses them with a did-you-mean instead of ignoring a setting silently.
+ */
+const CLIENT_KEYS = new Set<string>([
+  'user',
+  'database',
+  'password',
+  'port',
+  'host',
+  'connectionString',
+  'ssl',
+  'types',
+  'statement_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'query_timeout',
+  'application_name',
+  'fallback_application_name',
+  'keepAlive',
+  'keepAliveInitialDelayMillis',
+  'stream',
+  'client_encoding',
+  'options',
+  'binary',
+  'enableChannelBinding',
+  'replication',
+  'parseInputDatesAsUTC',
+  'rows',
+  'pipeline',
+  'sslnegotiation',
+  'nativeConnectionString',
+]);
+
 export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
+  if (typeof config !== 'object' || config === null) {
+    throw new InvalidOptionError(
+      'config',
+      `got ${config === null ? 'null' : typeof config}, expected an object`,
+    );
+  }
   const client: Record<string, unknown> = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
   for (const [key, value] of Object.entries(config)) {
-    if (!POOL_ONLY_KEYS.has(key) && value !== undefined) client[key] = value;
+    if (POOL_ONLY_KEYS.has(key)) continue;
+    if (!CLIENT_KEYS.has(key)) {
+      const hint = suggest(key, POOL_ONLY_KEYS);
+      if (hint !== undefined) throw new InvalidOptionError(key, `unknown option; did you mean "${hint}"?`);
+    }
+    if (value !== undefined) client[key] = value;
   }
   // pg.Pool marks the password non-enumerable on its own copy; read it directly so it is never lost.
   if (config.password !== undefined) client.password = config.password;

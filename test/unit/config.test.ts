@@ -71,3 +71,22 @@ describe('pg.Pool config mapping', () => {
     );
   });
 });
+
+describe('unknown options', () => {
+  it('refuses a misspelt pool option with a did-you-mean, and hands other unknown keys to pg.Client', () => {
+    expect(() => resolvePoolConfig({ maxOverFlow: 2 } as never)).toThrow(
+      /maxOverFlow: unknown option; did you mean "maxOverflow"\?/,
+    );
+    expect(() => resolvePoolConfig({ acquireTimeout: 2 } as never)).toThrow(
+      /did you mean "acquireTimeoutMs"/,
+    );
+    expect(() => resolvePoolConfig({ idleTimeoutMilis: 2 } as never)).toThrow(
+      /did you mean "idleTimeoutMillis"/,
+    );
+    // pg's own client keys and keys that resemble nothing of the pool's pass through, as with pg.Pool.
+    expect(resolvePoolConfig({ application_name: 'x', tenantId: 7 } as never).client).toMatchObject({
+      application_name: 'x',
+      tenantId: 7,
+    });
+  });
+});
