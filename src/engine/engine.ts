@@ -64,7 +64,9 @@ export type EvictReason =
   /** The pool caches nothing (`mode: 'null'`). */
   | 'null-pool'
   /** The pool is closing. */
-  | 'closed';
+  | 'closed'
+  /** The pool retired every connection at once (e.g. the server they lead to is no longer the primary). */
+  | 'retired';
 
 export interface EngineEvents<C> {
   /** A new connection opened. */
@@ -309,6 +311,7 @@ export class Engine<C> {
       overflow: 0,
       'null-pool': 0,
       closed: 0,
+      retired: 0,
     },
   };
 
@@ -533,6 +536,26 @@ export class Engine<C> {
       this.events.emit('close', {});
     })();
     return this.#closed;
+  }
+
+  /**
+   * Retires every connection: idle ones close now, the others close when they come back instead of
+   * being reused. Connections opened from now on are unaffected. Returns how many were retired.
+   */
+  retireAll(error?: unknown): number {
+    let count = 0;
+    for (const slot of [...this.#slots]) {
+      if (slot.state === 'connecting' || slot.state === 'closed') continue;
+      count++;
+      if (slot.state === 'idle') {
+        this.#destroy(slot, 'retired', error);
+      } else {
+        slot.isBroken = true;
+        slot.broken = error;
+      }
+    }
+    this.#pump();
+    return count;
   }
 
   /**

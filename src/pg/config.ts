@@ -15,6 +15,13 @@ import { consoleLogger, type Logger } from '../observability/logger.js';
 import { passwordOf } from '../observability/redact.js';
 import type { BreakerOptions } from '../resilience/breaker.js';
 import type { RateLimitOptions } from '../resilience/rate-limit.js';
+import {
+  type HostAddress,
+  type HostPlan,
+  type LoadBalanceHosts,
+  planHosts,
+  type TargetSessionAttrs,
+} from '../topology/hosts.js';
 import type { ClientConstructor } from './driver.js';
 
 /** Options this pool adds to `pg.PoolConfig`. Each has its unit and default in the TSDoc. */
@@ -51,6 +58,19 @@ export interface SteadfastOptions extends EngineOptions {
    * derived from the connection string, so it cannot carry a password. Default `steadfast-<n>`.
    */
   poolName?: string;
+  /**
+   * Several servers to try, libpq style (also accepted as `h1:p1,h2:p2` in `connectionString`): in order,
+   * or shuffled with `loadBalanceHosts: 'random'`, skipping any that does not match `targetSessionAttrs`.
+   */
+  hosts?: (string | HostAddress)[];
+  /**
+   * libpq's target_session_attrs (also read from the connection string): `any` (default), `read-write`,
+   * `read-only`, `primary`, `standby`, `prefer-standby`. With `read-write` or `primary`, a server that
+   * answers 25006 (it became a standby) makes the pool drop its connections and find the new primary.
+   */
+  targetSessionAttrs?: TargetSessionAttrs;
+  /** libpq's load_balance_hosts: `disable` (default, hosts in order) or `random`. */
+  loadBalanceHosts?: LoadBalanceHosts;
   /**
    * A client from `pool.connect()` held longer than this (ms) is reported (event `leak`, a warning in
    * the log) with the stack of the line that acquired it, and again when it comes back. 0: off. Default 0.
@@ -110,6 +130,9 @@ const POOL_ONLY_KEYS = new Set<string>([
   'circuitBreaker',
   'rateLimit',
   'poolName',
+  'hosts',
+  'targetSessionAttrs',
+  'loadBalanceHosts',
   'leakDetectionThresholdMs',
   'leakReclaimMs',
   'logger',
@@ -129,6 +152,7 @@ export interface ResolvedPoolConfig {
   cancelGraceMs: number;
   circuitBreaker: BreakerOptions | false | undefined;
   poolName: string;
+  hostPlan: HostPlan | undefined;
   leakDetectionThresholdMs: number;
   leakReclaimMs: number;
   logger: Logger | false;
@@ -243,6 +267,9 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
   }
   // pg.Pool marks the password non-enumerable on its own copy; read it directly so it is never lost.
   if (config.password !== undefined) client.password = config.password;
+  const hostPlan = planHosts(config);
+  // pg cannot parse a multi-host string: each host then brings its own single-host connection string.
+  if (hostPlan?.hosts.some((h) => h.connectionString !== undefined)) delete client.connectionString;
 
   const pgTimeout = durationOption('connectionTimeoutMillis', config.connectionTimeoutMillis, 0);
   // pg.Pool treats a null (or 0) idleTimeoutMillis as "never close idle clients".
@@ -273,6 +300,7 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     cancelGraceMs: durationOption('cancelGraceMs', config.cancelGraceMs, 2_000, 1),
     circuitBreaker: config.circuitBreaker,
     poolName: poolNameOption(config.poolName),
+    hostPlan,
     leakDetectionThresholdMs: durationOption(
       'leakDetectionThresholdMs',
       config.leakDetectionThresholdMs,

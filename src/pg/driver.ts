@@ -3,6 +3,13 @@
  */
 import type pg from 'pg';
 import type { ConnectContext, Driver } from '../engine/driver.js';
+import {
+  type HostPlan,
+  hostOrder,
+  type SessionState,
+  satisfies,
+  type TargetSessionAttrs,
+} from '../topology/hosts.js';
 
 /** How long a polite close (Terminate message, wait for the server to hang up) may take before the socket is destroyed. */
 const CLOSE_GRACE_MS = 1_000;
@@ -97,7 +104,22 @@ function waitForDrain(client: pg.Client, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** Which host each client of a multi-host pool is connected to, as "host:port". */
+export const hostOf = new WeakMap<pg.Client, string>();
+
+/** One round trip telling whether the server is read-only and whether it is a standby. */
+async function readSessionState(client: pg.Client): Promise<SessionState> {
+  const { rows } = await client.query(
+    "SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only",
+  );
+  return { inRecovery: rows[0]?.in_recovery === true, readOnly: rows[0]?.read_only === 'on' };
+}
+
 export interface PgDriverOptions {
+  /** Several hosts and target_session_attrs (libpq style); undefined for an ordinary single host. */
+  hostPlan?: HostPlan | undefined;
+  /** Told what each host turned out to be whenever a connection to it is opened. */
+  onHostState?: ((host: string, port: number, state: SessionState) => void) | undefined;
   /** Idle connections do not hold the process open (pg.Pool's `allowExitOnIdle`). */
   allowExitOnIdle?: boolean;
   /**
@@ -112,7 +134,120 @@ export function createPgDriver(
   clientConfig: pg.ClientConfig,
   options: PgDriverOptions = {},
 ): Driver<pg.Client> {
-  const { afterConnect } = options;
+  const { afterConnect, hostPlan, onHostState } = options;
+
+  /** Opens one client; error and end reports reach `onBroken` only once `markConnected()` was called. */
+  async function open(
+    config: pg.ClientConfig,
+    signal: AbortSignal,
+    onBroken: ConnectContext['onBroken'],
+  ): Promise<{ client: pg.Client; markConnected(): void }> {
+    const client = new Client(config);
+    let connected = false;
+    // Attached for the client's whole life: an error on an idle connection must never reach the
+    // process as an unhandled 'error' event (pg.Pool crashes the process there without a listener).
+    client.on('error', (error: Error) => {
+      if (connected) onBroken(error);
+    });
+    client.on('end', () => {
+      if (connected) onBroken(new Error('Connection terminated'));
+    });
+    const connection = internals(client).connection;
+    if (typeof internals(client).getTransactionStatus !== 'function' && connection) {
+      const state = { status: 'I' };
+      trackedStatus.set(client, state);
+      connection.on('readyForQuery', (message) => {
+        if (message.status) state.status = message.status;
+      });
+    }
+    // Destroying the socket makes pg fail the pending connect. (Calling client.end() here would not:
+    // pg then treats the hang-up as expected and never settles the connect.)
+    const onAbort = () => destroySocket(client);
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await client.connect();
+      if (afterConnect) await afterConnect(client);
+      // The server or a proxy may hang up right after authentication, before this line: pg reports
+      // that on a later tick, so look now rather than hand out a dead connection.
+      const c = internals(client);
+      if (c._queryable === false || c._ended === true) throw new Error('Connection terminated unexpectedly');
+      if (signal.aborted) throw signal.reason;
+    } catch (error) {
+      // A failed connect must not leave its socket open: pg does on some SASL failures, and under
+      // load those sockets use up the server's connection slots.
+      destroySocket(client);
+      client.end().catch(() => undefined);
+      throw signal.aborted ? signal.reason : error;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    return {
+      client,
+      markConnected: () => {
+        connected = true;
+      },
+    };
+  }
+
+  /**
+   * libpq's multi-host connect: hosts in order (or shuffled), skipping a host that fails to connect or
+   * that connects but does not match target_session_attrs; prefer-standby makes a second pass that
+   * takes any server when no standby was found.
+   */
+  async function connectToTarget(
+    plan: HostPlan,
+    signal: AbortSignal,
+    onBroken: ConnectContext['onBroken'],
+  ): Promise<pg.Client> {
+    const order = hostOrder(plan.hosts, plan.loadBalanceHosts);
+    const passes: TargetSessionAttrs[] =
+      plan.targetSessionAttrs === 'prefer-standby' ? ['standby', 'any'] : [plan.targetSessionAttrs];
+    const failures: string[] = [];
+    let lastError: unknown;
+    for (const target of passes) {
+      for (const entry of order) {
+        if (signal.aborted) throw signal.reason;
+        let opened: Awaited<ReturnType<typeof open>>;
+        try {
+          opened = await open({ ...clientConfig, ...entry }, signal, onBroken);
+        } catch (error) {
+          if (signal.aborted) throw signal.reason;
+          lastError = error;
+          failures.push(`${entry.host}:${entry.port}: ${(error as Error)?.message ?? String(error)}`);
+          continue;
+        }
+        if (target !== 'any' || onHostState !== undefined) {
+          let state: SessionState;
+          try {
+            state = await readSessionState(opened.client);
+          } catch (error) {
+            destroySocket(opened.client);
+            lastError = error;
+            failures.push(`${entry.host}:${entry.port}: ${(error as Error)?.message ?? String(error)}`);
+            continue;
+          }
+          onHostState?.(entry.host, entry.port, state);
+          if (!satisfies(target, state)) {
+            destroySocket(opened.client);
+            opened.client.end().catch(() => undefined);
+            const role = state.inRecovery ? 'a standby' : state.readOnly ? 'read-only' : 'a primary';
+            failures.push(`${entry.host}:${entry.port}: is ${role}, not ${target}`);
+            continue;
+          }
+        }
+        hostOf.set(opened.client, `${entry.host}:${entry.port}`);
+        opened.markConnected();
+        return opened.client;
+      }
+    }
+    // Transient by design: a failover in progress makes no host match for a while.
+    const error = new Error(
+      `No host matched target_session_attrs=${plan.targetSessionAttrs} (${failures.join('; ')})`,
+      { cause: lastError },
+    );
+    throw error;
+  }
+
   return {
     ...(options.allowExitOnIdle
       ? {
@@ -126,48 +261,12 @@ export function createPgDriver(
       : {}),
 
     async connect({ signal, onBroken }: ConnectContext): Promise<pg.Client> {
-      const client = new Client(clientConfig);
-      let connected = false;
-      // Attached for the client's whole life: an error on an idle connection must never reach the
-      // process as an unhandled 'error' event (pg.Pool crashes the process there without a listener).
-      client.on('error', (error: Error) => {
-        if (connected) onBroken(error);
-      });
-      client.on('end', () => {
-        if (connected) onBroken(new Error('Connection terminated'));
-      });
-      const connection = internals(client).connection;
-      if (typeof internals(client).getTransactionStatus !== 'function' && connection) {
-        const state = { status: 'I' };
-        trackedStatus.set(client, state);
-        connection.on('readyForQuery', (message) => {
-          if (message.status) state.status = message.status;
-        });
+      if (hostPlan === undefined) {
+        const opened = await open(clientConfig, signal, onBroken);
+        opened.markConnected();
+        return opened.client;
       }
-      // Destroying the socket makes pg fail the pending connect. (Calling client.end() here would not:
-      // pg then treats the hang-up as expected and never settles the connect.)
-      const onAbort = () => destroySocket(client);
-      signal.addEventListener('abort', onAbort, { once: true });
-      try {
-        await client.connect();
-        if (afterConnect) await afterConnect(client);
-        // The server or a proxy may hang up right after authentication, before this line: pg reports
-        // that on a later tick, so look now rather than hand out a dead connection.
-        const c = internals(client);
-        if (c._queryable === false || c._ended === true)
-          throw new Error('Connection terminated unexpectedly');
-        if (signal.aborted) throw signal.reason;
-      } catch (error) {
-        // A failed connect must not leave its socket open: pg does on some SASL failures, and under
-        // load those sockets use up the server's connection slots.
-        destroySocket(client);
-        client.end().catch(() => undefined);
-        throw signal.aborted ? signal.reason : error;
-      } finally {
-        signal.removeEventListener('abort', onAbort);
-      }
-      connected = true;
-      return client;
+      return connectToTarget(hostPlan, signal, onBroken);
     },
 
     validate(client, signal) {

@@ -20,6 +20,16 @@ export interface PoolLifecycleEvents extends EngineEvents<pg.Client>, LeakEvents
   cancel: { reason: 'timeout' | 'abort'; delivered: boolean; healthy: boolean };
   /** The circuit breaker changed state; `cause` is the failure that opened it. */
   breaker: BreakerStateChange;
+  /** A host of a multi-host pool turned out to be something else than last seen (e.g. a promoted standby). */
+  topology: { host: string; port: number; role: HostRole; previous: HostRole | undefined };
   /** A `pool.query()` or `pool.transaction()` call finished, with its duration (retries included). */
   operation: { kind: 'query' | 'transaction'; durationMs: number; error?: unknown };
+}
+
+export type HostRole = 'primary' | 'standby' | 'read-only' | 'unknown';
+
+/** A multi-host pool's view of its servers, in `stats().topology`. */
+export interface Topology {
+  targetSessionAttrs: string;
+  hosts: { host: string; port: number; role: HostRole }[];
 }

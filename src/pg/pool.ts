@@ -27,12 +27,13 @@ import { createRedactor, type Redactor } from '../observability/redact.js';
 import { checkHealth, type HealthOptions, type HealthReport, type HealthTarget } from '../ops/health.js';
 import { fullJitterDelay } from '../resilience/backoff.js';
 import type { BreakerSnapshot } from '../resilience/breaker.js';
-import { isConnectionBroken, provesNotRun } from '../resilience/classify.js';
+import { isConnectionBroken, isReadOnlyFailover, provesNotRun } from '../resilience/classify.js';
+import type { HostPlan } from '../topology/hosts.js';
 import { Admission, type CallTicket } from './admission.js';
 import { type PoolConfig, resolvePoolConfig } from './config.js';
-import { createPgDriver } from './driver.js';
+import { createPgDriver, hostOf } from './driver.js';
 import { type LeakEvents, type LeakOptions, watchForLeak } from './leaks.js';
-import { CHANNEL_PREFIX, type PoolLifecycleEvents } from './lifecycle.js';
+import { CHANNEL_PREFIX, type HostRole, type PoolLifecycleEvents, type Topology } from './lifecycle.js';
 import { recoveryOf, runStatement } from './statement.js';
 import { runTransaction, type TransactionClient, type TransactionOptions } from './transaction.js';
 
@@ -85,6 +86,9 @@ export class Pool extends pg.Pool {
   readonly #cancelGraceMs: number;
   readonly #admission: Admission;
   readonly #redact: Redactor;
+  readonly #hostPlan: HostPlan | undefined;
+  /** What each host was last seen to be, for stats() and `topology` events. */
+  readonly #hostRoles = new Map<string, { host: string; port: number; role: HostRole; seenAt: number }>();
   readonly #leakOptions: LeakOptions;
   /** The pool's name in metrics, logs and diagnostics channels (option `poolName`). */
   readonly poolName: string;
@@ -104,9 +108,15 @@ export class Pool extends pg.Pool {
     this.#cancelGraceMs = resolved.cancelGraceMs;
     const Client = resolved.Client ?? pg.Client;
     this.poolName = resolved.poolName;
+    this.#hostPlan = resolved.hostPlan;
     this.lifecycle = new TypedEmitter<PoolLifecycleEvents>({ prefix: CHANNEL_PREFIX, source: this.poolName });
     this.#engine = new Engine(
       createPgDriver(Client, resolved.client, {
+        hostPlan: resolved.hostPlan,
+        onHostState:
+          resolved.hostPlan === undefined
+            ? undefined
+            : (host, port, state) => this.#observeHost(host, port, state),
         allowExitOnIdle: resolved.allowExitOnIdle,
         ...(resolved.afterConnect ? { afterConnect: resolved.afterConnect } : {}),
       }),
@@ -338,8 +348,22 @@ export class Pool extends pg.Pool {
   }
 
   /** A snapshot: connection counts by state, waiters, counters since start, and the circuit breaker. */
-  stats(): EngineStats & { breaker: BreakerSnapshot | undefined } {
-    return { ...this.#engine.stats(), breaker: this.#admission.breakerSnapshot() };
+  stats(): EngineStats & { breaker: BreakerSnapshot | undefined; topology: Topology | undefined } {
+    return {
+      ...this.#engine.stats(),
+      breaker: this.#admission.breakerSnapshot(),
+      topology:
+        this.#hostPlan === undefined
+          ? undefined
+          : {
+              targetSessionAttrs: this.#hostPlan.targetSessionAttrs,
+              hosts: this.#hostPlan.hosts.map(({ host, port }) => ({
+                host,
+                port,
+                role: this.#hostRoles.get(`${host}:${port}`)?.role ?? 'unknown',
+              })),
+            },
+    };
   }
 
   /** The printed form shows the pool's state, never its config (which holds the password). */
@@ -429,6 +453,16 @@ export class Pool extends pg.Pool {
           // Interrupted by the deadline or the signal: the connection returns once its fate is known.
           void recovery.then((healthy) => this.#release(lease, healthy ? undefined : (error as Error)));
           throw error;
+        }
+        if (isReadOnlyFailover(error) && this.#followsPrimary()) {
+          // 25006: the server behind these connections is a standby now. The statement was refused, so
+          // it is safe to send again, once the pool has dropped them and found the new primary.
+          this.#release(lease, error as Error);
+          this.#engine.retireAll(error);
+          this.#markHost(lease.connection, 'standby');
+          if (performance.now() >= budgetEnd) throw error;
+          this.#announce('retry', { phase: 'query', attempt, delayMs: 0, error });
+          continue;
         }
         const broken = isConnectionBroken(error);
         this.#release(lease, broken ? (error as Error) : undefined);
@@ -546,6 +580,34 @@ export class Pool extends pg.Pool {
     events.on('timeout', (payload) => this.#safeEmit('timeout', payload));
   }
 
+  /** Whether this pool must always reach the primary (target_session_attrs read-write or primary). */
+  #followsPrimary(): boolean {
+    const target = this.#hostPlan?.targetSessionAttrs;
+    return target === 'read-write' || target === 'primary';
+  }
+
+  #observeHost(host: string, port: number, state: { inRecovery: boolean; readOnly: boolean }): void {
+    this.#setHostRole(
+      `${host}:${port}`,
+      host,
+      port,
+      state.inRecovery ? 'standby' : state.readOnly ? 'read-only' : 'primary',
+    );
+  }
+
+  #markHost(client: pg.Client, role: HostRole): void {
+    const key = hostOf.get(client);
+    if (key === undefined) return;
+    const [host, port] = [key.slice(0, key.lastIndexOf(':')), Number(key.slice(key.lastIndexOf(':') + 1))];
+    this.#setHostRole(key, host, port, role);
+  }
+
+  #setHostRole(key: string, host: string, port: number, role: HostRole): void {
+    const previous = this.#hostRoles.get(key);
+    this.#hostRoles.set(key, { host, port, role, seenAt: Date.now() });
+    if (previous?.role !== role) this.#announce('topology', { host, port, role, previous: previous?.role });
+  }
+
   /** Reports a call's duration and outcome as an `operation` lifecycle event, when anyone listens. */
   #observe<T>(kind: 'query' | 'transaction', promise: Promise<T>): Promise<T> {
     if (!this.lifecycle.has('operation')) return promise;
@@ -559,7 +621,10 @@ export class Pool extends pg.Pool {
   }
 
   /** A pool-level event: to the lifecycle emitter (and its channel) and to pg-style listeners. */
-  #announce<K extends 'retry' | 'cancel' | 'breaker'>(event: K, payload: PoolLifecycleEvents[K]): void {
+  #announce<K extends 'retry' | 'cancel' | 'breaker' | 'topology'>(
+    event: K,
+    payload: PoolLifecycleEvents[K],
+  ): void {
     this.lifecycle.emit(event, payload);
     this.#safeEmit(event, payload);
   }
