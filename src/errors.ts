@@ -37,6 +37,8 @@ export const ErrorCodes = {
   RATE_LIMITED: 'ERR_STEADFAST_RATE_LIMITED',
   /** A client held past `leakReclaimMs` was taken back; its holder's queries fail with this. */
   RECLAIMED: 'ERR_STEADFAST_RECLAIMED',
+  /** A read found no healthy replica and the cluster may not fall back to the primary. */
+  NO_REPLICA: 'ERR_STEADFAST_NO_REPLICA',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -66,7 +66,7 @@ export {
 } from './ops/sizing.js';
 export type { PoolConfig, SteadfastOptions } from './pg/config.js';
 export type { LeakEvents } from './pg/leaks.js';
-export type { PoolLifecycleEvents } from './pg/lifecycle.js';
+export type { HostRole, PoolLifecycleEvents, Topology } from './pg/lifecycle.js';
 export { CHANNEL_PREFIX } from './pg/lifecycle.js';
 export type { CallOptions, PoolClient, PoolEventPayloads, QueryConfig } from './pg/pool.js';
 export { Pool } from './pg/pool.js';
@@ -87,3 +87,13 @@ export {
   provesNotRun,
 } from './resilience/classify.js';
 export type { RateLimitOptions } from './resilience/rate-limit.js';
+export {
+  Cluster,
+  type ClusterCallOptions,
+  type ClusterOptions,
+  NoReplicaError,
+  type ReadStrategy,
+  type Role,
+} from './topology/cluster.js';
+export type { HostAddress, LoadBalanceHosts, TargetSessionAttrs } from './topology/hosts.js';
+export { PoolRegistry } from './topology/registry.js';

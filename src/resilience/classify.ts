@@ -323,6 +323,7 @@ const STEADFAST_CONNECT: Readonly<Record<ErrorCode, ConnectFailure>> = {
   [ErrorCodes.QUEUE_FULL]: 'transient',
   [ErrorCodes.RATE_LIMITED]: 'transient',
   [ErrorCodes.RECLAIMED]: 'fatal',
+  [ErrorCodes.NO_REPLICA]: 'transient',
 };
 
 /**
@@ -435,6 +436,7 @@ const STEADFAST_BROKEN: Readonly<Record<ErrorCode, boolean>> = {
   [ErrorCodes.RATE_LIMITED]: false,
   // The pool closed the connection under its holder.
   [ErrorCodes.RECLAIMED]: true,
+  [ErrorCodes.NO_REPLICA]: false,
 };
 
 /**
@@ -537,6 +539,7 @@ const STEADFAST_NOT_RUN: Readonly<Record<ErrorCode, boolean>> = {
   [ErrorCodes.RATE_LIMITED]: true,
   // Refused before anything was sent.
   [ErrorCodes.RECLAIMED]: true,
+  [ErrorCodes.NO_REPLICA]: true,
 };
 
 /**
