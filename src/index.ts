@@ -68,6 +68,7 @@ export type { PoolConfig, SteadfastOptions } from './pg/config.js';
 export type { LeakEvents } from './pg/leaks.js';
 export type { HostRole, PoolLifecycleEvents, Topology } from './pg/lifecycle.js';
 export { CHANNEL_PREFIX } from './pg/lifecycle.js';
+export type { PgBouncerOptions } from './pg/pgbouncer.js';
 export type { CallOptions, PoolClient, PoolEventPayloads, QueryConfig } from './pg/pool.js';
 export { Pool } from './pg/pool.js';
 export type { IsolationLevel, TransactionClient, TransactionOptions } from './pg/transaction.js';

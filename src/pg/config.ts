@@ -23,6 +23,7 @@ import {
   type TargetSessionAttrs,
 } from '../topology/hosts.js';
 import type { ClientConstructor } from './driver.js';
+import { PgBouncerGuard, type PgBouncerOptions } from './pgbouncer.js';
 
 /** Options this pool adds to `pg.PoolConfig`. Each has its unit and default in the TSDoc. */
 export interface SteadfastOptions extends EngineOptions {
@@ -71,6 +72,13 @@ export interface SteadfastOptions extends EngineOptions {
   targetSessionAttrs?: TargetSessionAttrs;
   /** libpq's load_balance_hosts: `disable` (default, hosts in order) or `random`. */
   loadBalanceHosts?: LoadBalanceHosts;
+  /**
+   * Behind PgBouncer in transaction pooling: statements that leave session state behind (SET, RESET,
+   * LISTEN, SQL PREPARE, session advisory locks, temp tables) and named prepared statements are refused
+   * with a clear error instead of leaking into other clients' sessions. `{ preparedStatements: true }`
+   * allows named prepared statements (PgBouncer 1.21+). Default off.
+   */
+  pgbouncer?: boolean | PgBouncerOptions;
   /**
    * A client from `pool.connect()` held longer than this (ms) is reported (event `leak`, a warning in
    * the log) with the stack of the line that acquired it, and again when it comes back. 0: off. Default 0.
@@ -133,6 +141,7 @@ const POOL_ONLY_KEYS = new Set<string>([
   'hosts',
   'targetSessionAttrs',
   'loadBalanceHosts',
+  'pgbouncer',
   'leakDetectionThresholdMs',
   'leakReclaimMs',
   'logger',
@@ -153,6 +162,7 @@ export interface ResolvedPoolConfig {
   circuitBreaker: BreakerOptions | false | undefined;
   poolName: string;
   hostPlan: HostPlan | undefined;
+  pgbouncer: PgBouncerGuard | undefined;
   leakDetectionThresholdMs: number;
   leakReclaimMs: number;
   logger: Logger | false;
@@ -174,6 +184,19 @@ function loggerOption(value: unknown): Logger | false {
     );
   }
   return value as Logger;
+}
+
+function pgbouncerOption(value: unknown): PgBouncerGuard | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (value === true) return new PgBouncerGuard(true);
+  if (typeof value !== 'object' || value === null) {
+    throw new InvalidOptionError(
+      'pgbouncer',
+      `got ${typeof value}, expected true, false or { preparedStatements }`,
+    );
+  }
+  booleanOption('pgbouncer.preparedStatements', (value as PgBouncerOptions).preparedStatements, false);
+  return new PgBouncerGuard(value as PgBouncerOptions);
 }
 
 let poolCounter = 0;
@@ -301,6 +324,7 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     circuitBreaker: config.circuitBreaker,
     poolName: poolNameOption(config.poolName),
     hostPlan,
+    pgbouncer: pgbouncerOption(config.pgbouncer),
     leakDetectionThresholdMs: durationOption(
       'leakDetectionThresholdMs',
       config.leakDetectionThresholdMs,

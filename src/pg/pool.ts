@@ -34,6 +34,7 @@ import { type PoolConfig, resolvePoolConfig } from './config.js';
 import { createPgDriver, hostOf } from './driver.js';
 import { type LeakEvents, type LeakOptions, watchForLeak } from './leaks.js';
 import { CHANNEL_PREFIX, type HostRole, type PoolLifecycleEvents, type Topology } from './lifecycle.js';
+import type { PgBouncerGuard } from './pgbouncer.js';
 import { recoveryOf, runStatement } from './statement.js';
 import { runTransaction, type TransactionClient, type TransactionOptions } from './transaction.js';
 
@@ -87,6 +88,7 @@ export class Pool extends pg.Pool {
   readonly #admission: Admission;
   readonly #redact: Redactor;
   readonly #hostPlan: HostPlan | undefined;
+  readonly #pgbouncer: PgBouncerGuard | undefined;
   /** What each host was last seen to be, for stats() and `topology` events. */
   readonly #hostRoles = new Map<string, { host: string; port: number; role: HostRole; seenAt: number }>();
   readonly #leakOptions: LeakOptions;
@@ -109,6 +111,7 @@ export class Pool extends pg.Pool {
     const Client = resolved.Client ?? pg.Client;
     this.poolName = resolved.poolName;
     this.#hostPlan = resolved.hostPlan;
+    this.#pgbouncer = resolved.pgbouncer;
     this.lifecycle = new TypedEmitter<PoolLifecycleEvents>({ prefix: CHANNEL_PREFIX, source: this.poolName });
     this.#engine = new Engine(
       createPgDriver(Client, resolved.client, {
@@ -332,6 +335,8 @@ export class Pool extends pg.Pool {
         cancelGraceMs: this.#cancelGraceMs,
         onRetry: (event) => this.#announce('retry', { phase: 'transaction', ...event }),
         onCancel: (event) => this.#announce('cancel', event),
+        checkStatement:
+          this.#pgbouncer === undefined ? undefined : (config) => this.#pgbouncer!.check(config),
       },
       fn,
       options === undefined ? undefined : { ...checkCallOptions(options), ...options },
@@ -424,6 +429,7 @@ export class Pool extends pg.Pool {
     });
     const signal = call.signal;
     const priority = options.priority ?? fromConfig?.priority;
+    this.#pgbouncer?.check(config);
     const idempotent = call.idempotent ?? this.#idempotent;
     const singleStatement = isSingleStatement(config, values);
     // With a deadline (per call, or the pool's queryTimeoutMs) it covers the whole call: the wait, the

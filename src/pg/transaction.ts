@@ -70,6 +70,8 @@ export interface TransactionHost {
   cancelGraceMs: number;
   onRetry(event: { attempt: number; delayMs: number; error: unknown }): void;
   onCancel: StatementLimits['onCancel'];
+  /** Refuses statements the pool's mode forbids (PgBouncer transaction pooling). */
+  checkStatement?: ((config: unknown) => void) | undefined;
 }
 
 const ISOLATION_LEVELS: readonly IsolationLevel[] = [
@@ -119,7 +121,7 @@ export async function runTransaction<T>(
   const ticket = host.admit();
   for (let attempt = 1; ; attempt++) {
     const lease = await host.acquireWithin(budgetEnd, reportedTimeoutMs, options.signal, ticket);
-    const run = new Run(lease.connection, {
+    const run = new Run(lease.connection, host.checkStatement, {
       deadline,
       timeoutMs: reportedTimeoutMs,
       signal: options.signal,
@@ -181,7 +183,14 @@ class Run {
   #closed = false;
   #savepoints = 0;
 
-  constructor(connection: pg.Client, limits: StatementLimits) {
+  readonly #checkStatement: ((config: unknown) => void) | undefined;
+
+  constructor(
+    connection: pg.Client,
+    checkStatement: ((config: unknown) => void) | undefined,
+    limits: StatementLimits,
+  ) {
+    this.#checkStatement = checkStatement;
     this.#connection = connection;
     const outer = limits.signal;
     this.#limits = { ...limits, signal: this.#controller.signal };
@@ -257,6 +266,8 @@ class Run {
       async query(text, values) {
         if (run.#closed) throw new Error('The transaction is over: statements after it ended are refused');
         if (run.interruption) throw run.interruption;
+        // Inside a transaction SET LOCAL is the safe form; a plain SET would outlive it.
+        run.#checkStatement?.(text);
         try {
           return await runStatement(run.#connection, text, values, run.#limits);
         } catch (error) {
