@@ -19,9 +19,10 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { appendFile, chown, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { arch, hostname, platform, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import pg from 'pg';
 import { getFreeServerPort } from './ports.js';
+import { type ServerCertificate, sharedTlsMaterial } from './tls.js';
 
 /**
  * The default application password. It carries a marker that must never appear in anything the pool
@@ -65,6 +66,37 @@ export interface PostgresServerOptions {
    * administrative helpers cannot connect either. Default: `false`.
    */
   superuser?: boolean;
+  /**
+   * TLS. `true`: `ssl = on` with a certificate for `127.0.0.1` and `localhost` signed by the CA of
+   * `sharedTlsMaterial()` (testbed/tls.ts); or the given certificate and key. The files are copied into the
+   * data directory (owned by the server user, key mode 0600), and a `hostssl` line comes before the test
+   * bed's plain `host` line in `pg_hba.conf`: clients may still connect without TLS, so a test can prove
+   * with `pg_stat_ssl` which one a client chose. Default: `false`.
+   */
+  tls?: boolean | Pick<ServerCertificate, 'certFile' | 'keyFile'>;
+  /**
+   * Extra `pg_hba.conf` lines, placed before the test bed's own (PostgreSQL uses the first line that
+   * matches).
+   * The defaults admit every role to every database with SCRAM-SHA-256 over TCP on `127.0.0.1`, but not
+   * replication connections, which need a line naming the `replication` database, e.g.
+   * `'host replication all 127.0.0.1/32 scram-sha-256'`. Default: none.
+   */
+  hba?: readonly string[];
+}
+
+/** Options for {@link PostgresServer.clone}. */
+export interface CloneOptions {
+  /**
+   * `postgresql.conf` parameters for the copy, written after the ones it inherits so that they override
+   * them.
+   * Validated like {@link PostgresServerOptions.settings}.
+   */
+  settings?: Record<string, SettingValue>;
+  /**
+   * Files to create in the copy's data directory before it starts, keyed by name relative to it, e.g.
+   * `{ 'standby.signal': '' }`. Names must not leave the directory.
+   */
+  files?: Record<string, string>;
 }
 
 /** Connection parameters accepted by `pg.Client`, `pg.Pool` and the pool under test. */
@@ -144,7 +176,7 @@ const HBA_CONF = [
 ].join('\n');
 
 /** OS account the PostgreSQL binaries run as when this process is root. */
-interface OsIdentity {
+export interface OsIdentity {
   name: string;
   uid: number;
   gid: number;
@@ -174,6 +206,9 @@ const registrations = new Set<Registration>();
 let templatePromise: Promise<Template> | undefined;
 let reapPromise: Promise<void> | undefined;
 let exitHooksInstalled = false;
+let identityPromise: Promise<OsIdentity | undefined> | undefined;
+/** Synchronous cleanups registered by other test bed modules through {@link onTestbedExit}. */
+const exitCallbacks = new Set<() => void>();
 
 // ---------------------------------------------------------------------------------------------------------
 // Processes and the file system
@@ -298,6 +333,16 @@ function renderSettings(settings: Readonly<Record<string, SettingValue>>, headin
   return `${lines.join('\n')}\n`;
 }
 
+/** Caller-supplied `pg_hba.conf` lines as a block, or `''` when there are none. */
+function renderHba(lines: readonly string[]): string {
+  for (const line of lines) {
+    if (/[\r\n]/.test(line)) {
+      throw new Error(`a pg_hba.conf entry must be a single line: ${JSON.stringify(line)}`);
+    }
+  }
+  return lines.length > 0 ? `# caller entries\n${lines.join('\n')}\n` : '';
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Toolchain, template and cleanup
 // ---------------------------------------------------------------------------------------------------------
@@ -362,8 +407,64 @@ async function resolveIdentity(): Promise<OsIdentity | undefined> {
   return created;
 }
 
+/**
+ * The OS account that the test bed runs server processes as, or `undefined` when this process is not root
+ * (they then run as the current user). When root, this is the unprivileged account named by
+ * `STEADFAST_PG_OS_USER` (default `postgres`), created on first use. Other test bed components whose
+ * programs refuse to run as root (PgBouncer) use the same account.
+ */
+export function serverOsUser(): Promise<OsIdentity | undefined> {
+  identityPromise ??= resolveIdentity().catch((error: unknown) => {
+    identityPromise = undefined;
+    throw error;
+  });
+  return identityPromise;
+}
+
+/**
+ * Registers `callback` to run synchronously when the process exits or is ended by SIGINT, SIGTERM or
+ * SIGHUP, just before the servers of this module are killed and removed. Test bed components that run
+ * processes of their own register here rather than installing signal handlers of their own: each
+ * handler defers to the others when several are installed, so two would leave the signal unhandled.
+ *
+ * @returns A function that unregisters the callback.
+ */
+export function onTestbedExit(callback: () => void): () => void {
+  installExitHooks();
+  exitCallbacks.add(callback);
+  return () => {
+    exitCallbacks.delete(callback);
+  };
+}
+
 async function handOver(path: string, toolchain: Toolchain): Promise<void> {
   if (toolchain.identity) await chown(path, toolchain.identity.uid, toolchain.identity.gid);
+}
+
+/** The `pg_hba.conf` line a TLS server gets, before the test bed's own lines. */
+const TLS_HBA = 'hostssl all     all   127.0.0.1/32  scram-sha-256\n';
+
+/** Copies a certificate and key into a data directory and turns TLS on (see `PostgresServerOptions.tls`). */
+async function installTls(
+  dataDir: string,
+  files: Pick<ServerCertificate, 'certFile' | 'keyFile'>,
+  toolchain: Toolchain,
+): Promise<void> {
+  const [cert, key] = await Promise.all([readFile(files.certFile), readFile(files.keyFile)]);
+  const certFile = join(dataDir, 'server.crt');
+  const keyFile = join(dataDir, 'server.key');
+  await writeFile(certFile, cert, { mode: 0o644 });
+  // PostgreSQL refuses a key that its group or others can read.
+  await writeFile(keyFile, key, { mode: 0o600 });
+  await Promise.all([handOver(certFile, toolchain), handOver(keyFile, toolchain)]);
+  await appendFile(
+    join(dataDir, 'postgresql.conf'),
+    renderSettings({ ssl: true, ssl_cert_file: 'server.crt', ssl_key_file: 'server.key' }, 'test bed TLS'),
+  );
+  const hbaFile = join(dataDir, 'pg_hba.conf');
+  const hba = await readFile(hbaFile, 'utf8');
+  const at = hba.indexOf(HBA_CONF);
+  await writeFile(hbaFile, at < 0 ? TLS_HBA + hba : hba.slice(0, at) + TLS_HBA + hba.slice(at));
 }
 
 async function writeOwnerMarker(dir: string): Promise<void> {
@@ -371,7 +472,7 @@ async function writeOwnerMarker(dir: string): Promise<void> {
 }
 
 async function createTemplate(): Promise<Template> {
-  const [binDir, identity] = await Promise.all([resolveBinDir(), resolveIdentity()]);
+  const [binDir, identity] = await Promise.all([resolveBinDir(), serverOsUser()]);
   const toolchain: Toolchain = { binDir, identity };
   installExitHooks();
   const dir = await mkdtemp(join(tmpdir(), TEMPLATE_PREFIX));
@@ -438,6 +539,14 @@ function getTemplate(): Promise<Template> {
  * awaited, so the cost does not grow with the number of servers.
  */
 function cleanupSync(): void {
+  for (const callback of exitCallbacks) {
+    try {
+      callback();
+    } catch {
+      // One failing cleanup must not keep the servers running.
+    }
+  }
+  exitCallbacks.clear();
   const pids: number[] = [];
   for (const { dataDir } of registrations) {
     const pid = readPostmasterPid(dataDir);
@@ -611,6 +720,8 @@ export class PostgresServer {
       password: options.password ?? SENTINEL_PASSWORD,
       database: options.database ?? 'steadfast',
       superuser: options.superuser ?? false,
+      tls: options.tls ?? false,
+      hba: options.hba ?? [],
     };
     if (!Number.isInteger(resolved.maxConnections) || resolved.maxConnections < 1) {
       throw new RangeError(`maxConnections must be a positive integer, got ${resolved.maxConnections}`);
@@ -626,6 +737,7 @@ export class PostgresServer {
     }
     // Validate the settings before any work is done.
     renderSettings(resolved.settings, 'validation');
+    const hba = renderHba(resolved.hba);
 
     reapPromise ??= reapStale();
     const template = await getTemplate();
@@ -650,6 +762,10 @@ export class PostgresServer {
           'steadfast test bed server',
         ) + renderSettings(resolved.settings, 'caller settings'),
       );
+      // Rewriting keeps the file's owner, so the server user can still read it.
+      if (hba) await writeFile(join(dataDir, 'pg_hba.conf'), hba + HBA_CONF);
+      const tls = resolved.tls === true ? (await sharedTlsMaterial()).server : resolved.tls || undefined;
+      if (tls) await installTls(dataDir, tls, toolchain);
       await server.#serial(() => server.#launch(true));
       await server.#provision(resolved.superuser);
       return server;
@@ -801,6 +917,82 @@ export class PostgresServer {
       await this.#launch(false);
       this.#maxConnections = n;
     });
+  }
+
+  /**
+   * Creates and starts a new server on a file copy of this server's data directory: the same roles,
+   * passwords, databases, rows and settings, on a port of its own. A physical standby is made this way
+   * (the embedded binaries include no `pg_basebackup`): the caller adds `standby.signal` through
+   * {@link CloneOptions.files} and `primary_conninfo` through {@link CloneOptions.settings}.
+   *
+   * This server must be stopped, because only then is its directory a consistent snapshot; it stays
+   * stopped. Like `pg_basebackup`, the copy leaves out replication slots, the log and the postmaster's
+   * pid file. The copy is not provisioned again (its roles and databases came with the files), so a copy
+   * that starts as a read-only standby works too. It is removed by {@link destroy} and by the exit hooks
+   * like any other server.
+   *
+   * @param options - Settings and files for the copy; see {@link CloneOptions}.
+   * @throws If this server is running or destroyed, an option is invalid, or the copy fails to start.
+   */
+  async clone(options: CloneOptions = {}): Promise<PostgresServer> {
+    const settings = options.settings ?? {};
+    renderSettings(settings, 'validation');
+    const files = Object.entries(options.files ?? {});
+    for (const [name] of files) {
+      if (name === '' || isAbsolute(name) || name.split(/[\\/]/).includes('..')) {
+        throw new Error(`clone file names must stay inside the data directory: ${JSON.stringify(name)}`);
+      }
+    }
+    const { toolchain } = this.#template;
+    const dataDir = await mkdtemp(join(tmpdir(), DIR_PREFIX));
+    const registration: Registration = { dataDir };
+    registrations.add(registration);
+    const copy = new PostgresServer(this.#template, registration, {
+      maxConnections: this.#maxConnections,
+      settings: {},
+      user: this.user,
+      password: this.password,
+      database: this.database,
+      superuser: false,
+      // The certificate, key and TLS settings, if any, come with the copied files.
+      tls: false,
+      hba: [],
+    });
+    try {
+      await handOver(dataDir, toolchain);
+      // Serialised with this server's lifecycle, so that it cannot start while its files are being copied.
+      await this.#serial(async () => {
+        this.#assertUsable();
+        if (this.isRunning()) throw new Error(`stop the server on port ${this.#port} before cloning it`);
+        await runChecked('cp', ['-a', `${this.dataDir}/.`, `${dataDir}/`], toolchain);
+      });
+      // A copied slot would pin WAL on the copy for a consumer that never comes.
+      const slots = join(dataDir, 'pg_replslot');
+      const slotNames = await readdir(slots).catch(() => [] as string[]);
+      await Promise.all([
+        ...slotNames.map((name) => rm(join(slots, name), { recursive: true, force: true })),
+        ...['postmaster.pid', 'postmaster.opts', LOG_FILE_NAME].map((name) =>
+          rm(join(dataDir, name), { force: true }),
+        ),
+      ]);
+      await writeOwnerMarker(dataDir);
+      for (const [name, content] of files) {
+        const path = join(dataDir, name);
+        await writeFile(path, content);
+        await handOver(path, toolchain);
+      }
+      const socketDir = Buffer.byteLength(join(dataDir, '.s.PGSQL.65535')) <= MAX_SOCKET_PATH ? dataDir : '';
+      await appendFile(
+        join(dataDir, 'postgresql.conf'),
+        renderSettings({ unix_socket_directories: socketDir }, 'steadfast test bed clone') +
+          renderSettings(settings, 'caller settings for the clone'),
+      );
+      await copy.#serial(() => copy.#launch(true));
+      return copy;
+    } catch (error) {
+      await copy.destroy();
+      throw error;
+    }
   }
 
   /**

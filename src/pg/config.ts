@@ -272,6 +272,9 @@ const CLIENT_KEYS = new Set<string>([
   'nativeConnectionString',
 ]);
 
+/** Unknown keys shorter than this are handed to pg.Client without a did-you-mean check. */
+const MIN_TYPO_LENGTH = 5;
+
 export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
   if (typeof config !== 'object' || config === null) {
     throw new InvalidOptionError(
@@ -282,7 +285,9 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
   const client: Record<string, unknown> = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
   for (const [key, value] of Object.entries(config)) {
     if (POOL_ONLY_KEYS.has(key)) continue;
-    if (!CLIENT_KEYS.has(key)) {
+    // Short keys are left alone: frameworks pass their own (e.g. @fastify/postgres passes `pg`), and a
+    // two-letter name is "close" to too many options to call it a typo.
+    if (!CLIENT_KEYS.has(key) && key.length >= MIN_TYPO_LENGTH) {
       const hint = suggest(key, POOL_ONLY_KEYS);
       if (hint !== undefined) throw new InvalidOptionError(key, `unknown option; did you mean "${hint}"?`);
     }

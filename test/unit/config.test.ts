@@ -83,6 +83,8 @@ describe('unknown options', () => {
     expect(() => resolvePoolConfig({ idleTimeoutMilis: 2 } as never)).toThrow(
       /did you mean "idleTimeoutMillis"/,
     );
+    // Regression: @fastify/postgres passes its own `pg` key, which is two edits from `log`.
+    expect(resolvePoolConfig({ pg: {} } as never).client).toHaveProperty('pg');
     // pg's own client keys and keys that resemble nothing of the pool's pass through, as with pg.Pool.
     expect(resolvePoolConfig({ application_name: 'x', tenantId: 7 } as never).client).toMatchObject({
       application_name: 'x',
