@@ -59,7 +59,8 @@ describe('leak detection', () => {
     const client = await pool.connect(); // the line the report must point at
     await new Promise((r) => setTimeout(r, 250));
     expect(leaks).toHaveLength(1);
-    expect(leaks[0]!.heldMs).toBeGreaterThanOrEqual(150);
+    // Timers may fire a fraction of a millisecond early against performance.now().
+    expect(leaks[0]!.heldMs).toBeGreaterThanOrEqual(145);
     expect(leaks[0]!.stack).toContain('operations.test.ts');
     client.release();
     expect(returned).toHaveLength(1);
