@@ -84,3 +84,25 @@ export class TypedEmitter<Events extends { [K in keyof Events]: any }> {
     return channel;
   }
 }
+
+/** Listeners attached through one handle, so that all of them can be removed with one call. */
+export interface Subscriptions<Events extends { [K in keyof Events]: any }> {
+  on<K extends keyof Events>(event: K, listener: Listener<Events[K]>): void;
+  /** Removes every listener attached through this handle. */
+  detach(): void;
+}
+
+export function subscribe<Events extends { [K in keyof Events]: any }>(
+  emitter: TypedEmitter<Events>,
+): Subscriptions<Events> {
+  const detachers: (() => void)[] = [];
+  return {
+    on(event, listener) {
+      emitter.on(event, listener);
+      detachers.push(() => emitter.off(event, listener));
+    },
+    detach() {
+      for (const detach of detachers.splice(0)) detach();
+    },
+  };
+}

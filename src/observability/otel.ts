@@ -23,7 +23,7 @@ import {
   type ObservableUpDownCounter,
   ValueType,
 } from '@opentelemetry/api';
-import type { PoolLifecycleEvents } from '../pg/lifecycle.js';
+import { subscribe } from '../engine/emitter.js';
 import type { Pool } from '../pg/pool.js';
 import type { BreakerState } from '../resilience/breaker.js';
 import { errorLabel } from '../resilience/classify.js';
@@ -304,14 +304,8 @@ export function instrumentOpenTelemetry(
   const retryBase = attributesBy(RETRY_PHASES, (phase) => ({ ...poolAttrs, [ATTR.phase]: phase }));
   const evictAttrs = new Map<string, Attributes>();
 
-  const detachers: (() => void)[] = [];
-  const on = <K extends keyof PoolLifecycleEvents>(
-    event: K,
-    fn: (payload: PoolLifecycleEvents[K]) => void,
-  ) => {
-    pool.lifecycle.on(event, fn);
-    detachers.push(() => pool.lifecycle.off(event, fn));
-  };
+  const subscriptions = subscribe(pool.lifecycle);
+  const on = subscriptions.on;
 
   on('connect', ({ durationMs }) => instruments.createTime.record(durationMs / 1000, poolAttrs));
   on('connectError', ({ error }) =>
@@ -376,7 +370,7 @@ export function instrumentOpenTelemetry(
   function detach(): void {
     if (!attached) return;
     attached = false;
-    for (const undo of detachers.splice(0)) undo();
+    subscriptions.detach();
     meter.removeBatchObservableCallback(observe, observables);
     instruments.pools.delete(name);
   }

@@ -1,7 +1,7 @@
 /**
  * Wires a logger to a pool's lifecycle events. See `logger.ts` for what is logged at which level.
  */
-import type { TypedEmitter } from '../engine/emitter.js';
+import { subscribe, type TypedEmitter } from '../engine/emitter.js';
 import type { PoolLifecycleEvents } from '../pg/lifecycle.js';
 import { errorLabel } from '../resilience/classify.js';
 import { errorFields, type Logger, LogThrottle } from './logger.js';
@@ -36,14 +36,8 @@ export function attachPoolLogging(
 ): () => void {
   const { poolName: pool, redact } = options;
   const throttle = new LogThrottle(options.throttleMs ?? 10_000);
-  const detachers: (() => void)[] = [];
-  const on = <K extends keyof PoolLifecycleEvents>(
-    event: K,
-    fn: (payload: PoolLifecycleEvents[K]) => void,
-  ) => {
-    lifecycle.on(event, fn);
-    detachers.push(() => lifecycle.off(event, fn));
-  };
+  const subscriptions = subscribe(lifecycle);
+  const on = subscriptions.on;
 
   on('connectError', ({ error, attempt, fatal, durationMs }) => {
     const suppressed = throttle.admit(`connect:${errorLabel(error)}`);
@@ -110,7 +104,5 @@ export function attachPoolLogging(
       });
     }
   }
-  return () => {
-    for (const detach of detachers) detach();
-  };
+  return () => subscriptions.detach();
 }

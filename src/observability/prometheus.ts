@@ -15,7 +15,7 @@
  * @module
  */
 import { Counter, register as defaultRegistry, Gauge, Histogram, Registry } from 'prom-client';
-import type { PoolLifecycleEvents } from '../pg/lifecycle.js';
+import { subscribe } from '../engine/emitter.js';
 import type { Pool } from '../pg/pool.js';
 import type { BreakerState } from '../resilience/breaker.js';
 import { errorLabel } from '../resilience/classify.js';
@@ -348,14 +348,8 @@ export function prometheusCollector(pool: CollectedPool, options: PrometheusOpti
     for (const outcome of OUTCOMES) shared.operationSeconds.zero(operationLabels(kind, outcome));
   }
 
-  const detachers: (() => void)[] = [];
-  const on = <K extends keyof PoolLifecycleEvents>(
-    event: K,
-    fn: (payload: PoolLifecycleEvents[K]) => void,
-  ) => {
-    pool.lifecycle.on(event, fn);
-    detachers.push(() => pool.lifecycle.off(event, fn));
-  };
+  const subscriptions = subscribe(pool.lifecycle);
+  const on = subscriptions.on;
 
   on('connect', ({ durationMs }) => shared.createSeconds.observe(poolLabels, durationMs / 1000));
   on('acquire', ({ waitMs }) => shared.waitSeconds.observe(poolLabels, waitMs / 1000));
@@ -392,7 +386,7 @@ export function prometheusCollector(pool: CollectedPool, options: PrometheusOpti
   function detach(): void {
     if (!attached) return;
     attached = false;
-    for (const undo of detachers.splice(0)) undo();
+    subscriptions.detach();
     shared.pools.delete(name);
     for (const { metric, labels } of series.splice(0)) metric.remove(labels);
     release(shared, prefix);

@@ -19,10 +19,10 @@ import { InvalidOptionError } from '../errors.js';
 import { errorCode } from '../resilience/classify.js';
 import {
   type ConnectionBudget,
-  connectionBudget,
   connectionLimitProblems,
   readServerLimits,
   type ServerConnectionLimits,
+  serverBudget,
 } from './sizing.js';
 
 /** Options of {@link doctor}. */
@@ -332,13 +332,7 @@ async function inspect(
   const instances = options.instances ?? 1;
   const poolSize = options.poolSize ?? 10;
   const maxOverflow = options.maxOverflow ?? 0;
-  const budget = connectionBudget({
-    instances,
-    poolSize,
-    maxOverflow,
-    reserved: server.superuserReservedConnections + server.reservedConnections + (options.reserved ?? 0),
-    serverMaxConnections: server.maxConnections,
-  });
+  const budget = serverBudget(server, { instances, poolSize, maxOverflow, reserved: options.reserved });
   report.budget = budget;
   if (!budget.ok) problem('error', 'budget-exceeded', budget.message);
   for (const message of connectionLimitProblems(server, instances, poolSize + maxOverflow)) {

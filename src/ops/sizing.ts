@@ -315,6 +315,20 @@ function isPool(target: unknown): target is pg.Pool {
  *   string.
  * @throws When the server cannot be reached or the query fails; the pool itself is not affected.
  */
+/** The budget against what a server reports: its `max_connections` and reserved slots, plus `reserved` of the caller's. */
+export function serverBudget(
+  server: ServerConnectionLimits,
+  pools: { instances: number; poolSize: number; maxOverflow: number; reserved?: number | undefined },
+): ConnectionBudget {
+  return connectionBudget({
+    instances: pools.instances,
+    poolSize: pools.poolSize,
+    maxOverflow: pools.maxOverflow,
+    reserved: server.superuserReservedConnections + server.reservedConnections + (pools.reserved ?? 0),
+    serverMaxConnections: server.maxConnections,
+  });
+}
+
 export async function checkConnectionBudget(
   target: pg.Pool | PoolConfig | string,
   options: BudgetCheckOptions = {},
@@ -357,13 +371,7 @@ export async function checkConnectionBudget(
     await client.end().catch(() => undefined);
   }
 
-  const budget = connectionBudget({
-    instances,
-    poolSize,
-    maxOverflow,
-    reserved: server.superuserReservedConnections + server.reservedConnections + (options.reserved ?? 0),
-    serverMaxConnections: server.maxConnections,
-  });
+  const budget = serverBudget(server, { instances, poolSize, maxOverflow, reserved: options.reserved });
   const notes = [budget.message, ...connectionLimitProblems(server, instances, poolSize + maxOverflow)];
   const ok = notes.length === 1 && budget.ok;
   const result: ConnectionBudgetCheck = { ...budget, ok, message: notes.join('; '), server };

@@ -348,40 +348,27 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
   };
 }
 
+/** Native engine options that pass through unchanged (the pg-named ones are mapped above). */
+const ENGINE_KEYS = [
+  'min',
+  'maxOverflow',
+  'maxUses',
+  'maxWaiting',
+  'mode',
+  'connectTimeoutMs',
+  'maxConnectConcurrency',
+  'connectBackoffInitialMs',
+  'connectBackoffMaxMs',
+  'validateAfterIdleMs',
+  'validationTimeoutMs',
+  'resetTimeoutMs',
+  'overflowIdleTimeoutMs',
+  'housekeepingIntervalMs',
+  'closeTimeoutMs',
+] as const satisfies readonly (keyof EngineOptions)[];
+
 function pick(config: PoolConfig): EngineOptions {
-  const {
-    min,
-    maxOverflow,
-    maxUses,
-    maxWaiting,
-    mode,
-    connectTimeoutMs,
-    maxConnectConcurrency,
-    connectBackoffInitialMs,
-    connectBackoffMaxMs,
-    validateAfterIdleMs,
-    validationTimeoutMs,
-    resetTimeoutMs,
-    overflowIdleTimeoutMs,
-    housekeepingIntervalMs,
-    closeTimeoutMs,
-  } = config;
-  const picked: EngineOptions = {
-    min,
-    maxOverflow,
-    maxUses,
-    maxWaiting,
-    mode,
-    connectTimeoutMs,
-    maxConnectConcurrency,
-    connectBackoffInitialMs,
-    connectBackoffMaxMs,
-    validateAfterIdleMs,
-    validationTimeoutMs,
-    resetTimeoutMs,
-    overflowIdleTimeoutMs,
-    housekeepingIntervalMs,
-    closeTimeoutMs,
-  };
-  return picked;
+  const picked: Record<string, unknown> = {};
+  for (const key of ENGINE_KEYS) picked[key] = config[key];
+  return picked as EngineOptions;
 }
