@@ -38,6 +38,8 @@ import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } 
 
 /** SQLSTATE too_many_connections. */
 const TOO_MANY_CONNECTIONS = '53300';
+/** Least time between connection attempts after a fatal connect error, in ms. */
+const FATAL_HOLD_MS = 1_000;
 /** First backoff ceiling after the server said it has no connection slot left, in ms. */
 const CAPACITY_BACKOFF_INITIAL_MS = 200;
 
@@ -281,6 +283,12 @@ export class Engine<C> {
    * above what it has, instead of asking for every connection it wants at once.
    */
   #capacityLimit: number | undefined = undefined;
+  /**
+   * After a fatal connect error (wrong password, no such database): while the backoff gate is closed,
+   * callers that would need a new connection get this error at once instead of waiting, and attempts
+   * go one at a time. Cleared by the next successful connect.
+   */
+  #fatalError: ConnectFatalError | undefined = undefined;
   #housekeepingTimer: TimerHandle = undefined;
   /** Set first thing in close(), so nothing started during teardown sees an open pool. */
   #isClosing = false;
@@ -420,6 +428,15 @@ export class Engine<C> {
       }
     } catch (error) {
       return Promise.reject(error);
+    }
+    if (
+      this.#fatalError !== undefined &&
+      now < this.#connectGateAt &&
+      this.#slots.size === this.#connecting
+    ) {
+      // The database just refused us for a reason retrying cannot fix, and no connection is open that
+      // could come back: answer at once rather than queue for the next attempt.
+      return Promise.reject(this.#fatalError);
     }
     if (this.#waiters.size >= this.options.maxWaiting) {
       // Full: shed the newest waiter of a less urgent lane, or else this caller, at once.
@@ -618,7 +635,8 @@ export class Engine<C> {
   #openConnections(now: number): void {
     const capacity = this.#capacityLimit;
     const limit = capacity === undefined ? this.options.max : Math.min(this.options.max, capacity + 1);
-    const concurrency = capacity === undefined ? this.options.maxConnectConcurrency : 1;
+    const concurrency =
+      capacity === undefined && this.#fatalError === undefined ? this.options.maxConnectConcurrency : 1;
     // Only waiters not already covered by an attempt in flight ask for a new connection: attempts stop
     // when nobody waits.
     while (
@@ -710,6 +728,7 @@ export class Engine<C> {
     }
     this.#consecutiveConnectFailures = 0;
     this.#lastConnectError = undefined;
+    this.#fatalError = undefined;
     this.#connectGateAt = 0;
     this.events.emit('connect', { id: slot.id, connection, durationMs });
     if (slot.isBroken) {
@@ -747,10 +766,12 @@ export class Engine<C> {
       this.#random,
     );
     // The backoff is in force before any listener runs, so a listener that acquires cannot skip it.
-    this.#connectGateAt = now + delayMs;
+    // After a fatal error it lasts at least a second: a wrong password must not become a login storm.
+    this.#connectGateAt = now + (fatal ? Math.max(FATAL_HOLD_MS, delayMs) : delayMs);
     if (fatal) {
       // Retrying cannot fix a wrong password or a missing database: tell the callers now.
       const fatalError = new ConnectFatalError(error);
+      this.#fatalError = fatalError;
       for (let waiter = this.#waiters.shift(); waiter; waiter = this.#waiters.shift()) {
         this.#settleWaiter(waiter);
         waiter.reject(fatalError);

@@ -110,11 +110,12 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
       1,
       MAX_POOL_SIZE,
     ),
+    // At least 1 ms: a ceiling of 0 doubles to 0 forever, which would be no backoff at all.
     connectBackoffInitialMs: durationOption(
       'connectBackoffInitialMs',
       options.connectBackoffInitialMs,
       d.connectBackoffInitialMs,
-      0,
+      1,
     ),
     connectBackoffMaxMs: durationOption(
       'connectBackoffMaxMs',

@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import { systemClock } from '../engine/clock.js';
 import type { Engine } from '../engine/engine.js';
-import { AcquireTimeoutError, RateLimitedError } from '../errors.js';
+import { AcquireTimeoutError, InvalidOptionError, RateLimitedError } from '../errors.js';
 import {
   type BreakerOptions,
   type BreakerSnapshot,
@@ -40,6 +40,17 @@ export class Admission {
   ) {
     const rate = resolveRateLimit(options.rateLimit);
     this.#bucket = rate === false ? undefined : new TokenBucket(rate, systemClock);
+    const breakerOptions = options.circuitBreaker;
+    if (
+      breakerOptions !== undefined &&
+      breakerOptions !== false &&
+      (typeof breakerOptions !== 'object' || breakerOptions === null || Array.isArray(breakerOptions))
+    ) {
+      throw new InvalidOptionError(
+        'circuitBreaker',
+        `got ${breakerOptions === null ? 'null' : typeof breakerOptions === 'string' ? JSON.stringify(breakerOptions) : String(breakerOptions)}, expected false or an options object`,
+      );
+    }
     if (options.circuitBreaker !== false) {
       this.#breaker = new CircuitBreaker(
         { ...POOL_BREAKER_DEFAULTS, ...options.circuitBreaker },

@@ -22,7 +22,7 @@ import {
   planHosts,
   type TargetSessionAttrs,
 } from '../topology/hosts.js';
-import type { ClientConstructor } from './driver.js';
+import type { ClientConstructor, PasswordSource } from './driver.js';
 import { PgBouncerGuard, type PgBouncerOptions } from './pgbouncer.js';
 
 /** Options this pool adds to `pg.PoolConfig`. Each has its unit and default in the TSDoc. */
@@ -172,6 +172,11 @@ export interface ResolvedPoolConfig {
   secrets: string[];
   rateLimit: RateLimitOptions | false | undefined;
   afterConnect: ((client: pg.Client) => Promise<void>) | undefined;
+  /**
+   * An explicit `password` next to a connection string that has none: pg would let the string's empty
+   * password win (and a password function would never be called), so the driver sets it on each client.
+   */
+  password: PasswordSource | undefined;
 }
 
 function loggerOption(value: unknown): Logger | false {
@@ -345,6 +350,12 @@ export function resolvePoolConfig(config: PoolConfig = {}): ResolvedPoolConfig {
     ),
     rateLimit: config.rateLimit,
     afterConnect: connectHooks(config),
+    password:
+      config.password !== undefined &&
+      typeof config.connectionString === 'string' &&
+      passwordOf(config.connectionString) === undefined
+        ? (config.password as PasswordSource)
+        : undefined,
   };
 }
 

@@ -1,7 +1,7 @@
 /**
- * The engine's driver for node-postgres: the only module that touches `pg.Client`.
+ * The engine's driver for node-postgres: the only module that touches `PgClient`.
  */
-import type pg from 'pg';
+import type { Client as PgClient, ClientConfig as PgClientConfig } from 'pg';
 import type { ConnectContext, Driver } from '../engine/driver.js';
 import {
   type HostPlan,
@@ -14,7 +14,10 @@ import {
 /** How long a polite close (Terminate message, wait for the server to hang up) may take before the socket is destroyed. */
 const CLOSE_GRACE_MS = 1_000;
 
-export type ClientConstructor = new (config: pg.ClientConfig) => pg.Client;
+export type ClientConstructor = new (config: PgClientConfig) => PgClient;
+
+/** A password, or pg's function form that is called for every new connection. */
+export type PasswordSource = string | (() => string | Promise<string>);
 
 interface Socket {
   destroy(): void;
@@ -34,14 +37,14 @@ interface ClientInternals {
   _ended?: boolean;
 }
 
-const internals = (client: pg.Client) => client as unknown as ClientInternals;
+const internals = (client: PgClient) => client as unknown as ClientInternals;
 
 /** The socket under a client (pg keeps it on `client.connection.stream`; pg-native has none). */
-function socketOf(client: pg.Client): Socket | undefined {
+function socketOf(client: PgClient): Socket | undefined {
   return internals(client).connection?.stream;
 }
 
-function destroySocket(client: pg.Client): void {
+function destroySocket(client: PgClient): void {
   try {
     socketOf(client)?.destroy();
   } catch {
@@ -50,24 +53,24 @@ function destroySocket(client: pg.Client): void {
 }
 
 /** ReadyForQuery status byte tracked from the protocol, for pg versions without getTransactionStatus(). */
-const trackedStatus = new WeakMap<pg.Client, { status: string }>();
+const trackedStatus = new WeakMap<PgClient, { status: string }>();
 
 /** Transaction status: 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
-function transactionStatus(client: pg.Client): string | null {
+function transactionStatus(client: PgClient): string | null {
   const report = internals(client).getTransactionStatus;
   if (typeof report === 'function') return report.call(client);
   return trackedStatus.get(client)?.status ?? null;
 }
 
 /** Whether the client still has a statement running or queued. */
-function hasPendingQueries(client: pg.Client): boolean {
+function hasPendingQueries(client: PgClient): boolean {
   const c = internals(client);
   if (typeof c._hasActiveQuery === 'function') return c._hasActiveQuery();
   return c._activeQuery != null || (c._queryQueue?.length ?? 0) > 0;
 }
 
 /** Runs `text` on `client`; on abort, destroys the socket so the call cannot hang past its deadline. */
-async function queryWithAbort(client: pg.Client, text: string, signal: AbortSignal): Promise<void> {
+async function queryWithAbort(client: PgClient, text: string, signal: AbortSignal): Promise<void> {
   const onAbort = () => destroySocket(client);
   signal.addEventListener('abort', onAbort, { once: true });
   try {
@@ -78,7 +81,7 @@ async function queryWithAbort(client: pg.Client, text: string, signal: AbortSign
 }
 
 /** Resolves when the statements a holder left running have finished; rejects if the connection ends first. */
-function waitForDrain(client: pg.Client, signal: AbortSignal): Promise<void> {
+function waitForDrain(client: PgClient, signal: AbortSignal): Promise<void> {
   if (!hasPendingQueries(client)) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const cleanup = () => {
@@ -105,10 +108,10 @@ function waitForDrain(client: pg.Client, signal: AbortSignal): Promise<void> {
 }
 
 /** Which host each client of a multi-host pool is connected to, as "host:port". */
-export const hostOf = new WeakMap<pg.Client, string>();
+export const hostOf = new WeakMap<PgClient, string>();
 
 /** One round trip telling whether the server is read-only and whether it is a standby. */
-async function readSessionState(client: pg.Client): Promise<SessionState> {
+async function readSessionState(client: PgClient): Promise<SessionState> {
   const { rows } = await client.query(
     "SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only",
   );
@@ -126,23 +129,27 @@ export interface PgDriverOptions {
    * Runs on every new connection before it is handed out (pg.Pool's `onConnect` and `verify` hooks).
    * A failure fails the connection attempt.
    */
-  afterConnect?: (client: pg.Client) => Promise<void>;
+  afterConnect?: (client: PgClient) => Promise<void>;
+  /** Set on every client after it is built, over whatever pg took from the connection string. */
+  password?: PasswordSource | undefined;
 }
 
 export function createPgDriver(
   Client: ClientConstructor,
-  clientConfig: pg.ClientConfig,
+  clientConfig: PgClientConfig,
   options: PgDriverOptions = {},
-): Driver<pg.Client> {
-  const { afterConnect, hostPlan, onHostState } = options;
+): Driver<PgClient> {
+  const { afterConnect, hostPlan, onHostState, password } = options;
 
   /** Opens one client; error and end reports reach `onBroken` only once `markConnected()` was called. */
   async function open(
-    config: pg.ClientConfig,
+    config: PgClientConfig,
     signal: AbortSignal,
     onBroken: ConnectContext['onBroken'],
-  ): Promise<{ client: pg.Client; markConnected(): void }> {
+  ): Promise<{ client: PgClient; markConnected(): void }> {
     const client = new Client(config);
+    // pg keeps the password as a writable, non-enumerable property read at authentication time.
+    if (password !== undefined) (client as unknown as { password: unknown }).password = password;
     let connected = false;
     // Attached for the client's whole life: an error on an idle connection must never reach the
     // process as an unhandled 'error' event (pg.Pool crashes the process there without a listener).
@@ -198,7 +205,7 @@ export function createPgDriver(
     plan: HostPlan,
     signal: AbortSignal,
     onBroken: ConnectContext['onBroken'],
-  ): Promise<pg.Client> {
+  ): Promise<PgClient> {
     const order = hostOrder(plan.hosts, plan.loadBalanceHosts);
     const passes: TargetSessionAttrs[] =
       plan.targetSessionAttrs === 'prefer-standby' ? ['standby', 'any'] : [plan.targetSessionAttrs];
@@ -251,8 +258,8 @@ export function createPgDriver(
   return {
     ...(options.allowExitOnIdle
       ? {
-          setIdle(client: pg.Client, idle: boolean) {
-            // pg.Client has ref()/unref() (they act on its socket); its type declarations omit them.
+          setIdle(client: PgClient, idle: boolean) {
+            // PgClient has ref()/unref() (they act on its socket); its type declarations omit them.
             const socketHolder = client as unknown as { ref?(): void; unref?(): void };
             if (idle) socketHolder.unref?.();
             else socketHolder.ref?.();
@@ -260,7 +267,7 @@ export function createPgDriver(
         }
       : {}),
 
-    async connect({ signal, onBroken }: ConnectContext): Promise<pg.Client> {
+    async connect({ signal, onBroken }: ConnectContext): Promise<PgClient> {
       if (hostPlan === undefined) {
         const opened = await open(clientConfig, signal, onBroken);
         opened.markConnected();

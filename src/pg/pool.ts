@@ -121,6 +121,7 @@ export class Pool extends pg.Pool {
             ? undefined
             : (host, port, state) => this.#observeHost(host, port, state),
         allowExitOnIdle: resolved.allowExitOnIdle,
+        password: resolved.password,
         ...(resolved.afterConnect ? { afterConnect: resolved.afterConnect } : {}),
       }),
       resolved.engine,

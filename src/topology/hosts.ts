@@ -39,6 +39,13 @@ export interface HostPlan {
 
 const DEFAULT_PORT = 5432;
 
+/** A value for an error message: strings quoted, other values by type; never throws (BigInt, cycles). */
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
+  return typeof value;
+}
+
 function redacted(url: string): string {
   return url.replace(/(:\/\/[^:/@]*):[^@/]*@/, '$1:***@');
 }
@@ -48,7 +55,7 @@ function parseTarget(value: unknown, source: string): TargetSessionAttrs {
   if (typeof value !== 'string' || !TARGET_SESSION_ATTRS.includes(value as TargetSessionAttrs)) {
     throw new InvalidOptionError(
       source,
-      `got ${JSON.stringify(value)}, expected one of ${TARGET_SESSION_ATTRS.map((t) => `"${t}"`).join(', ')}`,
+      `got ${show(value)}, expected one of ${TARGET_SESSION_ATTRS.map((t) => `"${t}"`).join(', ')}`,
     );
   }
   return value as TargetSessionAttrs;
@@ -57,7 +64,7 @@ function parseTarget(value: unknown, source: string): TargetSessionAttrs {
 function parseBalance(value: unknown, source: string): LoadBalanceHosts {
   if (value === undefined || value === null || value === '') return 'disable';
   if (value !== 'disable' && value !== 'random') {
-    throw new InvalidOptionError(source, `got ${JSON.stringify(value)}, expected "disable" or "random"`);
+    throw new InvalidOptionError(source, `got ${show(value)}, expected "disable" or "random"`);
   }
   return value;
 }

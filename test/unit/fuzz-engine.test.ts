@@ -510,7 +510,7 @@ describe('engine state machine (fast-check commands)', () => {
   // as someone waits: a reconnect storm (about one attempt per timer tick, ~1000/s with a real clock).
   // The fuzzer found it as a hang under the fake clock (time never advances past the retry loop). Fix:
   // require connectBackoffInitialMs >= 1 (and connectBackoffMaxMs >= 1), or give the ceiling a floor.
-  it.fails('connectBackoffInitialMs: 0 still backs off after failed connects', async () => {
+  it('refuses connectBackoffInitialMs: 0, and 1 still backs off after failed connects', async () => {
     const clock = new FakeClock();
     const driver = new FakeDriver(clock);
     // Each attempt fails after 1 ms. (Failing in a microtask, as this fake can, would make the retry loop
@@ -520,7 +520,11 @@ describe('engine state machine (fast-check commands)', () => {
       error: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
       delayMs: 1,
     };
-    const engine = new Engine(driver, { connectBackoffInitialMs: 0, acquireTimeoutMs: 1_000 }, { clock });
+    // 0 would double to 0 forever: it is refused, and the smallest allowed value still backs off.
+    expect(() => new Engine(driver, { connectBackoffInitialMs: 0 })).toThrow(
+      /connectBackoffInitialMs: got 0/,
+    );
+    const engine = new Engine(driver, { connectBackoffInitialMs: 1, acquireTimeoutMs: 1_000 }, { clock });
     const acquired = engine.acquire().catch((error: unknown) => error);
     await clock.advance(1_000);
     await acquired;
