@@ -1,0 +1,230 @@
+/**
+ * End-to-end benchmark (child process): `SELECT 1` and a one-row INSERT against one disposable
+ * PostgreSQL server, closed loop, `callers` callers sharing 10 connections per contender.
+ *
+ * Contenders: steadfast's Pool (default options), pg.Pool, postgres.js, and the ceiling: 10 raw
+ * `pg.Client`s handed out from a bare array (what any pool over pg adds its cost to). A second, identical
+ * ceiling runs as a control: its ratio to the first is pure measurement noise. The
+ * "steadfast + listeners" contender is the same steadfast Pool with a listener on every pool event it
+ * emits per query, attached only for its own turn.
+ *
+ * All pools stay open for the whole run and take turns: each round runs every contender once, in an order
+ * rotated from round to round, so drift of the machine (or of the server: autovacuum, WAL) hits all alike.
+ * Ratios are taken against the raw ceiling within the same round, then their median is reported.
+ *
+ * Config: { rounds, slotMs, warmupMs, firstPassMs, callers, workloads: ['select', 'insert'], contenders? } where
+ * `contenders` (for profiling) limits the run to the named keys; the ceiling always runs.
+ */
+import pg from 'pg';
+import postgres from 'postgres';
+import { loadTestbed } from './lib/testbed.mjs';
+import { childConfig, distEntry, median, report } from './lib/util.mjs';
+
+const POOL_SIZE = 10;
+const config = childConfig();
+const { Pool } = await import(distEntry);
+const { PostgresServer } = await loadTestbed();
+
+const server = await PostgresServer.start();
+try {
+  await server.query(
+    'CREATE TABLE bench_rows (id bigserial PRIMARY KEY, n integer NOT NULL, note text NOT NULL)',
+  );
+  const connection = server.clientConfig();
+  const [{ server_version: serverVersion }] = (await server.query('SHOW server_version')).rows;
+
+  const INSERT = 'INSERT INTO bench_rows (n, note) VALUES ($1, $2)';
+  const NOTE = 'steadfast bench';
+
+  /** The ceiling: connected clients in an array, waiters in another; nothing else. */
+  const rawCeiling = async () => {
+    const clients = [];
+    for (let i = 0; i < POOL_SIZE; i++) {
+      const client = new pg.Client(connection);
+      await client.connect();
+      clients.push(client);
+    }
+    const idle = [...clients];
+    const waiting = [];
+    const take = () => idle.pop() ?? new Promise((resolve) => waiting.push(resolve));
+    const give = (client) => {
+      const next = waiting.shift();
+      if (next) next(client);
+      else idle.push(client);
+    };
+    return {
+      query: async (text, values) => {
+        const client = await take();
+        try {
+          return await client.query(text, values);
+        } finally {
+          give(client);
+        }
+      },
+      close: () => Promise.all(clients.map((c) => c.end())),
+    };
+  };
+  const raw = await rawCeiling();
+  // A second, identical ceiling: its ratio to the first shows how much of any ratio is noise.
+  const control = await rawCeiling();
+
+  const pgPool = new pg.Pool({ ...connection, max: POOL_SIZE });
+  const steadfast = new Pool({ ...connection, max: POOL_SIZE });
+  const sql = postgres({ ...connection, max: POOL_SIZE, onnotice: () => {} });
+
+  const noop = () => {};
+  const pgEvents = ['connect', 'acquire', 'release', 'remove', 'evict', 'timeout', 'retry'];
+  const lifecycleEvents = ['connect', 'acquire', 'release', 'evict', 'timeout', 'operation'];
+  const setListeners = (attach) => {
+    for (const event of pgEvents) (attach ? steadfast.on : steadfast.off).call(steadfast, event, noop);
+    // The lifecycle emitter (full payloads for metrics), where this build has it.
+    const lifecycle = steadfast.lifecycle;
+    if (lifecycle) for (const event of lifecycleEvents) lifecycle[attach ? 'on' : 'off'](event, noop);
+  };
+
+  const allContenders = [
+    {
+      key: 'raw',
+      name: 'raw pg.Client ×10 (ceiling)',
+      select: () => raw.query('SELECT 1'),
+      insert: (n) => raw.query(INSERT, [n, NOTE]),
+    },
+    {
+      key: 'control',
+      name: 'raw pg.Client ×10 again (control)',
+      select: () => control.query('SELECT 1'),
+      insert: (n) => control.query(INSERT, [n, NOTE]),
+    },
+    {
+      key: 'steadfast',
+      name: 'steadfast Pool',
+      select: () => steadfast.query('SELECT 1'),
+      insert: (n) => steadfast.query(INSERT, [n, NOTE]),
+    },
+    {
+      key: 'steadfast-listeners',
+      name: 'steadfast Pool + listeners',
+      only: ['select'],
+      before: () => setListeners(true),
+      after: () => setListeners(false),
+      select: () => steadfast.query('SELECT 1'),
+    },
+    {
+      key: 'pg-pool',
+      name: 'pg.Pool',
+      select: () => pgPool.query('SELECT 1'),
+      insert: (n) => pgPool.query(INSERT, [n, NOTE]),
+    },
+    {
+      key: 'postgres.js',
+      name: 'postgres.js',
+      select: () => sql`SELECT 1`,
+      insert: (n) => sql`INSERT INTO bench_rows (n, note) VALUES (${n}, ${NOTE})`,
+    },
+  ];
+
+  const contenders = allContenders.filter(
+    (c) => c.key === 'raw' || !config.contenders || config.contenders.includes(c.key),
+  );
+
+  let seq = 0;
+  /** `callers` callers run `op` back to back for `ms`; returns operations per second and errors. */
+  const closedLoop = async (op, ms) => {
+    const end = performance.now() + ms;
+    let stop = false;
+    let ops = 0;
+    let errors = 0;
+    let lastError;
+    const caller = async () => {
+      while (!stop) {
+        try {
+          await op(seq++);
+          ops++;
+        } catch (error) {
+          errors++;
+          lastError = error;
+        }
+        if (performance.now() >= end) stop = true;
+      }
+    };
+    const started = performance.now();
+    const cpu = process.cpuUsage();
+    await Promise.all(Array.from({ length: config.callers }, caller));
+    const { user, system } = process.cpuUsage(cpu);
+    return {
+      rate: (ops * 1000) / (performance.now() - started),
+      cpuUsPerOp: (user + system) / ops,
+      errors,
+      lastError,
+    };
+  };
+
+  const runSlot = async (contender, workload, ms) => {
+    contender.before?.();
+    try {
+      await closedLoop(contender[workload], config.warmupMs);
+      return await closedLoop(contender[workload], ms);
+    } finally {
+      contender.after?.();
+    }
+  };
+
+  // One pass to open every pool's connections and let the JIT settle before anything counts.
+  for (const workload of config.workloads)
+    for (const contender of contenders)
+      if (!contender.only || contender.only.includes(workload))
+        await runSlot(contender, workload, config.firstPassMs ?? 200);
+
+  const results = {};
+  for (const workload of config.workloads) {
+    results[workload] = Object.fromEntries(
+      contenders.map((c) => [c.name, { rates: [], ratios: [], cpuUs: [] }]),
+    );
+  }
+  let errorCount = 0;
+  for (let round = 0; round < config.rounds; round++) {
+    for (const workload of config.workloads) {
+      const order = contenders.filter((c) => !c.only || c.only.includes(workload));
+      const rotated = [...order.slice(round % order.length), ...order.slice(0, round % order.length)];
+      const rates = {};
+      for (const contender of rotated) {
+        const { rate, cpuUsPerOp, errors, lastError } = await runSlot(contender, workload, config.slotMs);
+        results[workload][contender.name].cpuUs.push(cpuUsPerOp);
+        if (errors > 0) {
+          errorCount += errors;
+          process.stderr.write(`${contender.name} ${workload}: ${errors} errors, last: ${lastError}\n`);
+        }
+        rates[contender.name] = rate;
+      }
+      const ceiling = rates[contenders[0].name];
+      for (const [name, rate] of Object.entries(rates)) {
+        results[workload][name].rates.push(rate);
+        results[workload][name].ratios.push(rate / ceiling);
+      }
+    }
+  }
+
+  await Promise.all([steadfast.end(), pgPool.end(), sql.end({ timeout: 1 }), raw.close(), control.close()]);
+  const rows = [];
+  for (const workload of config.workloads) {
+    for (const [name, { rates, ratios, cpuUs }] of Object.entries(results[workload])) {
+      if (rates.length === 0) continue;
+      const sorted = [...ratios].sort((a, b) => a - b);
+      const quartile = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+      rows.push({
+        workload,
+        name,
+        rate: median(rates),
+        ratio: median(ratios),
+        cpuUs: median(cpuUs),
+        ratioLow: quartile(0.25),
+        ratioHigh: quartile(0.75),
+        rates,
+        ratios,
+      });
+    }
+  }
+  report({ serverVersion, errors: errorCount, rows });
+} finally {
+  await server.destroy();
+}

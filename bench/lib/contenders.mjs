@@ -1,0 +1,129 @@
+/**
+ * The pools of the microbenchmarks behind one shape: `acquire()` resolves with a handle, `release(handle)`
+ * gives it back; or, for the pg-face contenders (`pool-*`), `query()` runs one statement. Each pool runs
+ * with its defaults except the size (10) and what a contender's name says.
+ */
+import genericPool from 'generic-pool';
+import PgPool from 'pg-pool';
+import tarn from 'tarn';
+import { FakePgClient, fakeDriver, fakeFactory } from './fakes.mjs';
+import { distEntry } from './util.mjs';
+
+export const POOL_SIZE = 10;
+
+/** What each contender is, for the report. */
+export const CONTENDERS = {
+  steadfast: 'steadfast Engine, defaults (validation after 500 ms idle: never due in a busy loop)',
+  'steadfast-novalidate': 'steadfast Engine, validateAfterIdleMs: -1 (validation off)',
+  'steadfast-events': 'steadfast Engine, defaults, listeners on acquire/release/connect/evict',
+  'pg-pool': 'pg-pool 3 with a fake Client (no validation exists)',
+  tarn: 'tarn 3, defaults (validate: () => true on every checkout)',
+  'generic-pool': 'generic-pool 3, defaults (testOnBorrow: false)',
+  bare: 'connections in a bare array, waiters in another: no deadline, no checks (the e2e ceiling)',
+  'pool-steadfast': 'steadfast Pool, defaults, `pool.query()` over a fake pg Client',
+  'pool-pg': 'pg.Pool, defaults, `pool.query()` over the same fake Client',
+  'pool-bare': 'the same fake Clients from bare arrays: acquire, `client.query()`, release',
+};
+
+/** The end-to-end ceiling's hand-out over any connections: the least a pool can do. */
+function barePool(connections) {
+  const idle = [...connections];
+  const waiting = [];
+  return {
+    acquire: () => {
+      const connection = idle.pop();
+      return connection !== undefined
+        ? Promise.resolve(connection)
+        : new Promise((resolve) => waiting.push(resolve));
+    },
+    release: (connection) => {
+      const next = waiting.shift();
+      if (next !== undefined) next(connection);
+      else idle.push(connection);
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** Counts events so the listeners do observable work (an empty function could be optimised away). */
+export const observed = { count: 0 };
+
+export async function createContender(name) {
+  switch (name) {
+    case 'steadfast':
+    case 'steadfast-novalidate':
+    case 'steadfast-events': {
+      const { Engine } = await import(distEntry);
+      const options = { max: POOL_SIZE };
+      if (name === 'steadfast-novalidate') options.validateAfterIdleMs = -1;
+      const engine = new Engine(fakeDriver(), options);
+      if (name === 'steadfast-events') {
+        const listener = () => {
+          observed.count++;
+        };
+        for (const event of ['acquire', 'release', 'connect', 'evict']) engine.events.on(event, listener);
+      }
+      return {
+        acquire: () => engine.acquire(),
+        release: (lease) => engine.release(lease),
+        close: () => engine.close({ timeoutMs: 0 }),
+      };
+    }
+    case 'pg-pool': {
+      const pool = new PgPool({ Client: FakePgClient, max: POOL_SIZE });
+      return {
+        acquire: () => pool.connect(),
+        release: (client) => client.release(),
+        close: () => pool.end(),
+      };
+    }
+    case 'tarn': {
+      const pool = new tarn.Pool({ ...fakeFactory, min: 0, max: POOL_SIZE });
+      return {
+        acquire: () => pool.acquire().promise,
+        release: (resource) => pool.release(resource),
+        close: () => pool.destroy(),
+      };
+    }
+    case 'generic-pool': {
+      const pool = genericPool.createPool(fakeFactory, { max: POOL_SIZE });
+      return {
+        acquire: () => pool.acquire(),
+        release: (resource) => {
+          pool.release(resource);
+        },
+        close: () => pool.drain().then(() => pool.clear()),
+      };
+    }
+    case 'bare': {
+      const connections = [];
+      for (let i = 0; i < POOL_SIZE; i++) connections.push(await fakeFactory.create());
+      return barePool(connections);
+    }
+    case 'pool-steadfast': {
+      const { Pool } = await import(distEntry);
+      const pool = new Pool({ Client: FakePgClient, max: POOL_SIZE });
+      return { query: () => pool.query('SELECT 1'), close: () => pool.end() };
+    }
+    case 'pool-pg': {
+      const pool = new PgPool({ Client: FakePgClient, max: POOL_SIZE });
+      return { query: () => pool.query('SELECT 1'), close: () => pool.end() };
+    }
+    case 'pool-bare': {
+      const bare = barePool(Array.from({ length: POOL_SIZE }, () => new FakePgClient()));
+      return {
+        query: async () => {
+          const client = await bare.acquire();
+          try {
+            return await client.query('SELECT 1');
+          } finally {
+            bare.release(client);
+          }
+        },
+        close: bare.close,
+      };
+    }
+    default:
+      throw new Error(`unknown contender ${name}`);
+  }
+}
