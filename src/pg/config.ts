@@ -48,7 +48,7 @@ export interface SteadfastOptions extends EngineOptions {
   /**
    * The circuit breaker, fed by connection attempts: after `failureThreshold` consecutive failures
    * spanning at least `minOutageMs` (default 5 failures over 10 s) it opens, and calls fail at once with
-   * `CircuitOpenError` instead of waiting; after `openMs` (default 5000) one call probes, and a success
+   * `CircuitOpenError` instead of waiting; every `openMs` (default 1000) one call probes, and a success
    * closes it. `false` turns it off. See {@link BreakerOptions}.
    */
   circuitBreaker?: BreakerOptions | false;
