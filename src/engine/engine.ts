@@ -31,6 +31,7 @@ import { fullJitterDelay } from '../resilience/backoff.js';
 import { classifyConnectError, errorCode } from '../resilience/classify.js';
 
 import { type Clock, systemClock, type TimerHandle } from './clock.js';
+import { type DeadlineNode, Deadlines } from './deadlines.js';
 import type { Driver } from './driver.js';
 import { TypedEmitter } from './emitter.js';
 import { LinkedList, type ListNode } from './list.js';
@@ -192,14 +193,17 @@ export class Lease<C> {
   }
 }
 
-class Waiter<C> implements ListNode<Waiter<C>> {
+class Waiter<C> implements ListNode<Waiter<C>>, DeadlineNode<Waiter<C>> {
   prev: Waiter<C> | undefined = undefined;
   next: Waiter<C> | undefined = undefined;
   list: LinkedList<Waiter<C>> | undefined = undefined;
   settled = false;
   /** Index into the wait queue's lanes: 0 high, 1 normal, 2 low. */
   lane = 1;
-  timer: TimerHandle = undefined;
+  deadline = 0;
+  dPrev: Waiter<C> | undefined = undefined;
+  dNext: Waiter<C> | undefined = undefined;
+  dKey: number | undefined = undefined;
   onAbort: (() => void) | undefined = undefined;
 
   constructor(
@@ -265,6 +269,8 @@ export class Engine<C> {
   readonly #idle = new LinkedList<Slot<C>>();
   /** Waiters by priority: high, normal, low. FIFO within each lane. */
   readonly #waiters = new WaitQueue<C>();
+  /** Every waiter's deadline, on one timer. */
+  readonly #deadlines: Deadlines<Waiter<C>>;
   /** Connection attempts in flight: aborting one settles it as failed at once, whatever the driver does. */
   readonly #attempts = new Map<AbortController, (error: unknown) => void>();
   readonly #pendingDestroys = new Set<Promise<void>>();
@@ -332,6 +338,7 @@ export class Engine<C> {
     this.#driver = driver;
     this.options = resolveEngineOptions(options);
     this.#clock = deps?.clock ?? systemClock;
+    this.#deadlines = new Deadlines<Waiter<C>>(this.#clock, (waiter) => this.#onWaiterTimeout(waiter));
     this.#random = deps?.random ?? Math.random;
   }
 
@@ -450,7 +457,7 @@ export class Engine<C> {
     return new Promise<Lease<C>>((resolve, reject) => {
       const waiter = new Waiter<C>(resolve, reject, now, timeoutMs, signal);
       waiter.lane = lane;
-      waiter.timer = this.#clock.setTimeout(() => this.#onWaiterTimeout(waiter), timeoutMs, true);
+      this.#deadlines.add(waiter, timeoutMs, now);
       if (signal) {
         waiter.onAbort = () => this.#onWaiterAbort(waiter);
         signal.addEventListener('abort', waiter.onAbort, { once: true });
@@ -982,7 +989,7 @@ export class Engine<C> {
   #settleWaiter(waiter: Waiter<C>): void {
     waiter.settled = true;
     this.#waiters.remove(waiter);
-    this.#clock.clearTimeout(waiter.timer);
+    this.#deadlines.remove(waiter);
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
   }
 

@@ -645,3 +645,25 @@ describe('close with drain', () => {
     expect(closed.settled).toBe(true);
   });
 });
+
+describe('deadlines on one timer', () => {
+  it('expires each waiter at its own deadline, whatever the order they came in', async () => {
+    const { engine, clock } = setup({ max: 1 });
+    await engine.acquire();
+    const long = track(engine.acquire({ timeoutMs: 1_000 }));
+    const short = track(engine.acquire({ timeoutMs: 50 }));
+    const sameAsLong = track(engine.acquire({ timeoutMs: 1_000 }));
+    await clock.advance(49);
+    expect(short.settled).toBe(false);
+    await clock.advance(1);
+    expect(short.error).toBeInstanceOf(AcquireTimeoutError);
+    expect(long.settled).toBe(false);
+    await clock.advance(949);
+    expect(long.settled).toBe(false);
+    await clock.advance(1);
+    expect(long.error).toBeInstanceOf(AcquireTimeoutError);
+    expect(sameAsLong.error).toBeInstanceOf(AcquireTimeoutError);
+    // No waiter left: no timer holds the process.
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+});
