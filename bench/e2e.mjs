@@ -12,8 +12,9 @@
  * rotated from round to round, so drift of the machine (or of the server: autovacuum, WAL) hits all alike.
  * Ratios are taken against the raw ceiling within the same round, then their median is reported.
  *
- * Config: { rounds, slotMs, warmupMs, firstPassMs, callers, workloads: ['select', 'insert'], contenders? } where
- * `contenders` (for profiling) limits the run to the named keys; the ceiling always runs.
+ * Config: { rounds, slotMs, warmupMs, firstPassMs, callers, workloads: ['select', 'insert'],
+ * contenders? }, where `contenders` (for profiling) limits the run to the named keys; the ceiling always
+ * runs.
  */
 import pg from 'pg';
 import postgres from 'postgres';

@@ -1,7 +1,7 @@
 /**
  * Scaling benchmark (child process): what one operation costs while `waiters` callers wait on a pool
- * of 10 fake connections, in CPU time of the process per operation. Every operation must be O(1): a cost that grows with the queue means a scan
- * (`indexOf`/`splice`) somewhere on the hot path.
+ * of 10 fake connections, in CPU time of the process per operation. Every operation must be O(1): a
+ * cost that grows with the queue means a scan (`indexOf`/`splice`) somewhere on the hot path.
  *
  * - acquire/release: `waiters + 10` callers loop acquire, release; each release hands the connection to
  *   the head of the queue and each acquire joins its tail, so the queue stays `waiters` long. Garbage

@@ -71,18 +71,16 @@ function originalPosition(path, line, column) {
   return `${map.sources[best[1]].replace(/^(\.\.\/)+/, '')}:${best[2] + 1}`;
 }
 
-/** Where steadfast's build lives: dist/ and the runner's private copies of it. */
+/** Where steadfast's build lives: dist/ and the runner's private copies of it (`dist-<pid>`). */
 const STEADFAST_DIRS = [
   `${pathToFileURL(join(rootDir, 'dist')).href}/`,
-  `${pathToFileURL(join(rootDir, 'node_modules', '.cache', 'pg-steadfast-bench')).href}/`,
+  `${pathToFileURL(join(rootDir, 'node_modules', '.cache', 'pg-steadfast-bench')).href}/dist-`,
 ];
 
 function category(url) {
   if (url === '') return 'V8 / native';
   if (url.startsWith('node:')) return 'Node.js';
-  if (STEADFAST_DIRS.some((dir) => url.startsWith(dir)) && !url.endsWith('testbed-postgres.mjs')) {
-    return 'steadfast (dist)';
-  }
+  if (STEADFAST_DIRS.some((dir) => url.startsWith(dir))) return 'steadfast (dist)';
   if (/node_modules\/(pg|pg-protocol|pg-pool|pg-types|pg-connection-string)\//.test(url)) return 'pg';
   if (/node_modules\/postgres\//.test(url)) return 'postgres.js';
   if (url.includes('/node_modules/')) return 'other packages';

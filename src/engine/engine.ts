@@ -232,6 +232,8 @@ class WaitQueue<C> {
   }
 
   shift(): Waiter<C> | undefined {
+    // Called on every release: nobody waiting is the common case.
+    if (this.size === 0) return undefined;
     for (const lane of this.#lanes) {
       const waiter = lane.shift();
       if (waiter !== undefined) {

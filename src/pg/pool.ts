@@ -499,9 +499,12 @@ export class Pool extends pg.Pool {
     ticket: CallTicket | undefined,
   ): Promise<Lease<pg.Client>> {
     try {
+      // The whole budget on a first attempt: waiters with equal timeouts share one deadline list and
+      // timer in the engine. A retry gets what is left, in whole milliseconds.
+      const remaining = budgetEnd - performance.now();
       const lease = await this.#engine.acquire({
         signal,
-        timeoutMs: Math.max(1, budgetEnd - performance.now()),
+        timeoutMs: remaining >= timeoutMs - 1 ? timeoutMs : Math.max(1, Math.ceil(remaining)),
         priority,
       });
       this.#admission.acquired(ticket);
