@@ -100,7 +100,8 @@ export interface SteadfastOptions extends EngineOptions {
 export interface PoolConfig extends pg.PoolConfig, SteadfastOptions {}
 
 /** Keys that belong to the pool (pg's and ours); everything else is handed to `pg.Client`. */
-const POOL_ONLY_KEYS = new Set<string>([
+/** Keys that belong to the pool (pg.Pool's and this pool's own); exported for tests. */
+export const POOL_ONLY_KEYS: ReadonlySet<string> = new Set<string>([
   // pg.Pool's own
   'max',
   'min',
@@ -247,7 +248,7 @@ function connectHooks(config: PoolConfig): ResolvedPoolConfig['afterConnect'] {
  * the pool's are still handed to the client, as pg.Pool does, unless they look like a misspelling of a
  * pool option: then the pool refuses them with a did-you-mean instead of ignoring a setting silently.
  */
-const CLIENT_KEYS = new Set<string>([
+export const CLIENT_KEYS: ReadonlySet<string> = new Set<string>([
   'user',
   'database',
   'password',

@@ -24,7 +24,7 @@ import {
   poolConfigFromEnv,
   redactConnectionString,
 } from '../../src/index.js';
-import { resolvePoolConfig } from '../../src/pg/config.js';
+import { CLIENT_KEYS as CLIENT_KEYS_SET, POOL_ONLY_KEYS, resolvePoolConfig } from '../../src/pg/config.js';
 import { SENTINEL_MARKER } from '../../testbed/postgres.js';
 
 const seed =
@@ -58,85 +58,9 @@ function expectNoSecret(text: string, password: string, where: string): void {
 // ---------------------------------------------------------------------------------------------------
 // Option names and values
 
-/** The pool's own option names (pg.Pool's and steadfast's). */
-const POOL_KEYS = [
-  'max',
-  'min',
-  'idleTimeoutMillis',
-  'connectionTimeoutMillis',
-  'maxLifetimeSeconds',
-  'maxUses',
-  'allowExitOnIdle',
-  'log',
-  'Client',
-  'Promise',
-  'verify',
-  'onConnect',
-  'poolSize',
-  'maxOverflow',
-  'mode',
-  'acquireTimeoutMs',
-  'connectTimeoutMs',
-  'maxConnectConcurrency',
-  'connectBackoffInitialMs',
-  'connectBackoffMaxMs',
-  'validateAfterIdleMs',
-  'validationTimeoutMs',
-  'resetTimeoutMs',
-  'maxLifetimeMs',
-  'idleTimeoutMs',
-  'overflowIdleTimeoutMs',
-  'housekeepingIntervalMs',
-  'closeTimeoutMs',
-  'retryQueries',
-  'idempotent',
-  'queryTimeoutMs',
-  'cancelGraceMs',
-  'circuitBreaker',
-  'rateLimit',
-  'poolName',
-  'hosts',
-  'targetSessionAttrs',
-  'loadBalanceHosts',
-  'pgbouncer',
-  'leakDetectionThresholdMs',
-  'leakReclaimMs',
-  'logger',
-  'echo',
-  'echoPool',
-  'maxWaiting',
-] as const;
-
-/** pg.Client's option names: handed to the client, never "did you mean"-ed. */
-const CLIENT_KEYS = [
-  'user',
-  'database',
-  'password',
-  'port',
-  'host',
-  'connectionString',
-  'ssl',
-  'types',
-  'statement_timeout',
-  'lock_timeout',
-  'idle_in_transaction_session_timeout',
-  'query_timeout',
-  'application_name',
-  'fallback_application_name',
-  'keepAlive',
-  'keepAliveInitialDelayMillis',
-  'stream',
-  'client_encoding',
-  'options',
-  'binary',
-  'enableChannelBinding',
-  'replication',
-  'parseInputDatesAsUTC',
-  'rows',
-  'pipeline',
-  'sslnegotiation',
-  'nativeConnectionString',
-] as const;
+/** The pool's own option names (pg.Pool's and steadfast's), and pg.Client's, as the pool knows them. */
+const POOL_KEYS = [...POOL_ONLY_KEYS];
+const CLIENT_KEYS = [...CLIENT_KEYS_SET];
 
 const BREAKER_KEYS = [
   'failureThreshold',
