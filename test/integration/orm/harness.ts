@@ -13,6 +13,7 @@
 import { createRequire } from 'node:module';
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
+import { expect } from 'vitest';
 import type { PostgresServer, StopMode } from '../../../testbed/postgres.js';
 
 /**
@@ -300,4 +301,28 @@ export class TxLog {
       failedButCommitted: this.failed.filter((tx) => present.has(tx)),
     };
   }
+}
+
+/**
+ * The tables every library's tests use: `items` (with `bulkRows` rows of qty 1..n for streams) and
+ * `tx_log` (for {@link TxLog}).
+ */
+export async function createSchema(server: PostgresServer, bulkRows = 1000): Promise<void> {
+  await server.query(
+    'CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, qty int NOT NULL);' +
+      'CREATE TABLE tx_log (tx int NOT NULL, part int NOT NULL);' +
+      (bulkRows > 0
+        ? `INSERT INTO items (name, qty) SELECT 'bulk', n FROM generate_series(1, ${bulkRows}) AS n;`
+        : ''),
+  );
+}
+
+/** After a restart under load: every transaction whole, every reported commit present, dead connections evicted. */
+export function expectAtomicAcrossRestart(
+  atomicity: { partial: number[]; missingCommitted: number[] },
+  pool: Parameters<typeof brokenEvictions>[0],
+): void {
+  expect(atomicity.partial).toEqual([]);
+  expect(atomicity.missingCommitted).toEqual([]);
+  expect(brokenEvictions(pool)).toBeGreaterThan(0);
 }
