@@ -3,6 +3,8 @@
  * engine. It extends the application's own `pg.Pool`, so `instanceof pg.Pool` holds (Prisma's adapter
  * checks it) and the constructor name is "Pool" (Drizzle checks it).
  */
+
+import type { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import pg from 'pg';
 import { booleanOption, durationOption, enumOption } from '../config/validate.js';
@@ -35,7 +37,7 @@ import { createPgDriver, hostOf } from './driver.js';
 import { type LeakEvents, type LeakOptions, watchForLeak } from './leaks.js';
 import { CHANNEL_PREFIX, type HostRole, type PoolLifecycleEvents, type Topology } from './lifecycle.js';
 import type { PgBouncerGuard } from './pgbouncer.js';
-import { recoveryOf, runStatement } from './statement.js';
+import { recoveryOf, runStatement, type StatementLimits } from './statement.js';
 import { runTransaction, type TransactionClient, type TransactionOptions } from './transaction.js';
 
 /** Per-call options of `query()` and `connect()`. */
@@ -100,6 +102,8 @@ export class Pool extends pg.Pool {
    */
   readonly lifecycle: TypedEmitter<PoolLifecycleEvents>;
   #ended: Promise<void> | undefined;
+  /** Forwarders of lifecycle events to pg-style listeners (see #wireEvents). */
+  #forwarders: Forwarder[] = [];
 
   constructor(config: PoolConfig = {}) {
     const resolved = resolvePoolConfig(config);
@@ -258,8 +262,21 @@ export class Pool extends pg.Pool {
     values: pg.QueryConfigValues<I>,
     callback: (err: Error, result: pg.QueryResult<R>) => void,
   ): void;
-  override query(...args: any[]): any {
-    const [config, values, callback, options] = normalizeQueryArgs(args);
+  override query(config?: unknown, second?: unknown, third?: unknown, fourth?: unknown): any {
+    // pg's (text|config, values?, callback?), plus per-call options before the callback:
+    // (text, values, options) or (text, values, options, callback).
+    let values = second;
+    let callback: Callback | undefined;
+    let options: CallOptions = NO_OPTIONS;
+    if (typeof second === 'function') {
+      callback = second as Callback;
+      values = undefined;
+    } else if (typeof third === 'function') {
+      callback = third as Callback;
+    } else {
+      if (typeof fourth === 'function') callback = fourth as Callback;
+      if (third != null && typeof third === 'object') options = third as CallOptions;
+    }
     if (typeof config === 'function') {
       const error = new TypeError('Passing a function as the first parameter to pool.query is not supported');
       if (callback) {
@@ -271,7 +288,11 @@ export class Pool extends pg.Pool {
     if (config != null && typeof (config as { submit?: unknown }).submit === 'function') {
       return this.#submit(config as pg.Submittable, values, callback);
     }
-    const promise = this.#observe('query', this.#runQuery(config as string | QueryConfig, values, options));
+    const run =
+      options === NO_OPTIONS && this.#queryTimeoutMs === 0 && !carriesCallOptions(config)
+        ? this.#runPlainQuery(config as string | QueryConfig, values)
+        : this.#runQuery(config as string | QueryConfig, values, options);
+    const promise = this.#observe('query', run);
     if (callback) {
       promise.then(
         (result) => callback(undefined, result),
@@ -417,6 +438,87 @@ export class Pool extends pg.Pool {
     this.#engine.release(lease, error ? { destroy: true, error } : undefined);
   }
 
+  /**
+   * `query()` with no per-call options and no pool deadline, the common case, on callbacks instead of
+   * promises: the engine hands the connection over by a direct call (from inside the previous holder's
+   * release, when this caller waited) and the statement is written in that same turn, as pg.Pool does.
+   * Only the caller's own promise remains. A failed attempt continues on the general path.
+   */
+  #runPlainQuery(config: string | QueryConfig, values: unknown): Promise<pg.QueryResult> {
+    return new Promise<pg.QueryResult>((resolve, reject) => {
+      let ticket: CallTicket;
+      try {
+        this.#pgbouncer?.check(config);
+        ticket = this.#admission.admit();
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      this.#engine.acquireWith(
+        undefined,
+        (lease) => {
+          this.#admission.acquired(ticket);
+          try {
+            (lease.connection as unknown as CallbackClient).query(config, values, (error, result) => {
+              if (error) {
+                this.#plainQueryFailed(error, lease, config, values, resolve, reject);
+                return;
+              }
+              try {
+                this.#release(lease);
+              } catch (failure) {
+                reject(failure);
+                return;
+              }
+              resolve(result);
+            });
+          } catch (error) {
+            // pg refused the arguments (e.g. a null query) before sending anything.
+            this.#plainQueryFailed(error, lease, config, values, resolve, reject);
+          }
+        },
+        (error) => {
+          this.#admission.failed(ticket, error);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** A failed attempt of the plain path: decided as on the general path, and retried there. */
+  #plainQueryFailed(
+    error: unknown,
+    lease: Lease<pg.Client>,
+    config: string | QueryConfig,
+    values: unknown,
+    resolve: (result: Promise<pg.QueryResult>) => void,
+    reject: (error: unknown) => void,
+  ): void {
+    // Later, not now: pg reports a statement's error before it has read the server's ReadyForQuery, and
+    // the connection can only be judged (and given back) once the rest of the reply is in.
+    queueMicrotask(() => {
+      const timeoutMs = this.#engine.options.acquireTimeoutMs;
+      const call: QueryCall = {
+        config,
+        values,
+        signal: undefined,
+        priority: undefined,
+        idempotent: this.#idempotent,
+        timeoutMs,
+        budgetEnd: lease.requestedAt + timeoutMs,
+        limits: undefined,
+      };
+      let delayMs: number | undefined;
+      try {
+        delayMs = this.#afterFailure(error, lease, call, 1);
+      } catch (final) {
+        reject(final);
+        return;
+      }
+      resolve(this.#attempts(call, 2, undefined, delayMs));
+    });
+  }
+
   async #runQuery(
     config: string | QueryConfig,
     values: unknown,
@@ -431,63 +533,115 @@ export class Pool extends pg.Pool {
     const signal = call.signal;
     const priority = options.priority ?? fromConfig?.priority;
     this.#pgbouncer?.check(config);
-    const idempotent = call.idempotent ?? this.#idempotent;
-    const singleStatement = isSingleStatement(config, values);
     // With a deadline (per call, or the pool's queryTimeoutMs) it covers the whole call: the wait, the
     // statement (cancelled on the server when it runs late) and retries. Without one, the wait and
     // retries are bounded by acquireTimeoutMs and the statement runs as long as it takes, as in pg.
     const callTimeoutMs = call.timeoutMs ?? (this.#queryTimeoutMs > 0 ? this.#queryTimeoutMs : undefined);
-    const reportedTimeoutMs = callTimeoutMs ?? this.#engine.options.acquireTimeoutMs;
-    const start = performance.now();
-    const budgetEnd = start + reportedTimeoutMs;
-    const limits = {
-      deadline: callTimeoutMs === undefined ? Number.POSITIVE_INFINITY : budgetEnd,
-      timeoutMs: reportedTimeoutMs,
-      signal,
-      cancelGraceMs: this.#cancelGraceMs,
-      onCancel: (event: PoolEventPayloads['cancel']) => this.#announce('cancel', event),
-    };
+    const timeoutMs = callTimeoutMs ?? this.#engine.options.acquireTimeoutMs;
+    const budgetEnd = performance.now() + timeoutMs;
+    const limits: StatementLimits | undefined =
+      callTimeoutMs === undefined && signal === undefined
+        ? undefined
+        : {
+            deadline: callTimeoutMs === undefined ? Number.POSITIVE_INFINITY : budgetEnd,
+            timeoutMs,
+            signal,
+            cancelGraceMs: this.#cancelGraceMs,
+            onCancel: (event: PoolEventPayloads['cancel']) => this.#announce('cancel', event),
+          };
     const ticket = this.#admission.admit();
-    for (let attempt = 1; ; attempt++) {
-      const lease = await this.#acquireWithin(budgetEnd, reportedTimeoutMs, signal, priority, ticket);
+    return this.#attempts(
+      {
+        config,
+        values,
+        signal,
+        priority,
+        idempotent: call.idempotent ?? this.#idempotent,
+        timeoutMs,
+        budgetEnd,
+        limits,
+      },
+      1,
+      ticket,
+      undefined,
+    );
+  }
+
+  /** Attempts from `attempt` on, after waiting `delayMs` (if any), until one succeeds or the call gives up. */
+  async #attempts(
+    call: QueryCall,
+    firstAttempt: number,
+    ticket: CallTicket | undefined,
+    delayMs: number | undefined,
+  ): Promise<pg.QueryResult> {
+    for (let attempt = firstAttempt; ; attempt++) {
+      if (delayMs !== undefined) await sleep(delayMs, call.signal);
+      const lease = await this.#acquireWithin(
+        call.budgetEnd,
+        call.timeoutMs,
+        call.signal,
+        call.priority,
+        ticket,
+      );
       try {
-        const result = await runStatement(lease.connection, config, values, limits);
+        const result = await (call.limits === undefined
+          ? (lease.connection.query(
+              call.config as pg.QueryConfig,
+              call.values as unknown[] | undefined,
+            ) as Promise<pg.QueryResult>)
+          : runStatement(lease.connection, call.config, call.values, call.limits));
         this.#release(lease);
         return result;
       } catch (error) {
-        const recovery = recoveryOf(error);
-        if (recovery) {
-          // Interrupted by the deadline or the signal: the connection returns once its fate is known.
-          void recovery.then((healthy) => this.#release(lease, healthy ? undefined : (error as Error)));
-          throw error;
-        }
-        if (isReadOnlyFailover(error) && this.#followsPrimary()) {
-          // 25006: the server behind these connections is a standby now. The statement was refused, so
-          // it is safe to send again, once the pool has dropped them and found the new primary.
-          this.#release(lease, error as Error);
-          this.#engine.retireAll(error);
-          this.#markHost(lease.connection, 'standby');
-          if (performance.now() >= budgetEnd) throw error;
-          this.#announce('retry', { phase: 'query', attempt, delayMs: 0, error });
-          continue;
-        }
-        const broken = isConnectionBroken(error);
-        this.#release(lease, broken ? (error as Error) : undefined);
-        if (!broken) throw error; // a SQL error: the server ran the statement and refused it
-        // A server error proves only that the current transaction did not commit: when the text may hold
-        // several statements (simple protocol), earlier ones may have committed on their own.
-        const safe = idempotent || (provesNotRun(error) && (singleStatement || !sentToServer(error)));
-        if (!safe) throw new OutcomeUnknownError(error);
-        if (!this.#retryQueries) throw error;
-        const delayMs = Math.min(
-          fullJitterDelay(attempt, QUERY_RETRY_BACKOFF),
-          budgetEnd - performance.now(),
-        );
-        if (delayMs < 0) throw error;
-        this.#announce('retry', { phase: 'query', attempt, delayMs, error });
-        await sleep(delayMs, signal);
+        delayMs = this.#afterFailure(error, lease, call, attempt);
       }
     }
+  }
+
+  /**
+   * Decides what a failed attempt leads to and gives its connection back: throws when the call must
+   * give up (the error itself, or `OutcomeUnknownError`); otherwise returns how long to wait before
+   * the next attempt (undefined: at once).
+   */
+  #afterFailure(
+    error: unknown,
+    lease: Lease<pg.Client>,
+    call: QueryCall,
+    attempt: number,
+  ): number | undefined {
+    const recovery = recoveryOf(error);
+    if (recovery) {
+      // Interrupted by the deadline or the signal: the connection returns once its fate is known.
+      void recovery.then((healthy) => this.#release(lease, healthy ? undefined : (error as Error)));
+      throw error;
+    }
+    if (isReadOnlyFailover(error) && this.#followsPrimary()) {
+      // 25006: the server behind these connections is a standby now. The statement was refused, so
+      // it is safe to send again, once the pool has dropped them and found the new primary.
+      this.#release(lease, error as Error);
+      this.#engine.retireAll(error);
+      this.#markHost(lease.connection, 'standby');
+      if (performance.now() >= call.budgetEnd) throw error;
+      this.#announce('retry', { phase: 'query', attempt, delayMs: 0, error });
+      return undefined;
+    }
+    const broken = isConnectionBroken(error);
+    this.#release(lease, broken ? (error as Error) : undefined);
+    if (!broken) throw error; // a SQL error: the server ran the statement and refused it
+    // A server error proves only that the current transaction did not commit: when the text may hold
+    // several statements (simple protocol), earlier ones may have committed on their own.
+    const safe =
+      call.idempotent ||
+      (provesNotRun(error) && (isSingleStatement(call.config, call.values) || !sentToServer(error)));
+    if (!safe) throw new OutcomeUnknownError(error);
+    if (!this.#retryQueries) throw error;
+    const delayMs = Math.min(
+      fullJitterDelay(attempt, QUERY_RETRY_BACKOFF),
+      call.budgetEnd - performance.now(),
+    );
+    if (delayMs < 0) throw error;
+    this.#announce('retry', { phase: 'query', attempt, delayMs, error });
+    return delayMs;
   }
 
   /** Acquires within what is left of a call's budget; a timeout reports the whole budget. */
@@ -569,25 +723,72 @@ export class Pool extends pg.Pool {
     return result;
   }
 
+  /**
+   * pg-style events come from the lifecycle emitter through forwarders that are attached only while
+   * the pool has a listener for one of their events: with none, a checkout builds no payload for them.
+   * EventEmitter's own `newListener` and `removeListener` events say when that changes.
+   */
   #wireEvents(): void {
     const events = this.#engine.events;
-    events.on('connect', ({ connection }) => this.#safeEmit('connect', connection));
-    events.on('acquire', ({ connection }) => this.#safeEmit('acquire', connection));
-    events.on('evict', ({ connection, id, reason, error }) => {
-      this.#safeEmit('remove', connection);
-      this.#safeEmit('evict', error === undefined ? { id, reason } : { id, reason, error });
+    const forwarder = <K extends keyof EngineEvents<pg.Client>>(
+      poolEvents: string[],
+      event: K,
+      listener: (payload: EngineEvents<pg.Client>[K]) => void,
+    ): Forwarder => ({
+      poolEvents,
+      attached: false,
+      attach: () => events.on(event, listener),
+      detach: () => events.off(event, listener),
     });
-    events.on('error', ({ connection, error, idle }) => {
-      // Information only: the engine already evicted the connection. As in pg.Pool, only errors of idle
-      // clients reach 'error' (a checked-out client's error reaches its holder). With no listener,
-      // nothing is emitted, so the process never dies of an idle connection's error.
-      if (idle) this.#safeEmit('error', error, connection);
-    });
-    events.on('retry', (payload) => {
-      if (payload.phase === 'connect') this.#safeEmit('retry', payload);
-    });
-    events.on('connectError', (payload) => this.#safeEmit('connectError', payload));
-    events.on('timeout', (payload) => this.#safeEmit('timeout', payload));
+    this.#forwarders = [
+      forwarder(['connect'], 'connect', ({ connection }) => this.#safeEmit('connect', connection)),
+      forwarder(['acquire'], 'acquire', ({ connection }) => this.#safeEmit('acquire', connection)),
+      forwarder(['remove', 'evict'], 'evict', ({ connection, id, reason, error }) => {
+        this.#safeEmit('remove', connection);
+        this.#safeEmit('evict', error === undefined ? { id, reason } : { id, reason, error });
+      }),
+      forwarder(['error'], 'error', ({ connection, error, idle }) => {
+        // Information only: the engine already evicted the connection. As in pg.Pool, only errors of
+        // idle clients reach 'error' (a checked-out client's error reaches its holder). With no
+        // listener, nothing is emitted, so the process never dies of an idle connection's error.
+        if (idle) this.#safeEmit('error', error, connection);
+      }),
+      forwarder(['retry'], 'retry', (payload) => {
+        if (payload.phase === 'connect') this.#safeEmit('retry', payload);
+      }),
+      forwarder(['connectError'], 'connectError', (payload) => this.#safeEmit('connectError', payload)),
+      forwarder(['timeout'], 'timeout', (payload) => this.#safeEmit('timeout', payload)),
+    ];
+    this.#watchListeners();
+  }
+
+  #watchListeners(): void {
+    // 'newListener' comes before the listener is added; 'removeListener' after it is gone.
+    const emitter = this as unknown as EventEmitter;
+    emitter.on('removeListener', (event: string | symbol) => this.#syncForwarders(event, false));
+    emitter.on('newListener', (event: string | symbol) => this.#syncForwarders(event, true));
+  }
+
+  #syncForwarders(event: string | symbol | undefined, adding: boolean): void {
+    for (const f of this.#forwarders) {
+      if (event !== undefined && !f.poolEvents.includes(event as string)) continue;
+      const wanted = adding || f.poolEvents.some((name) => this.listenerCount(name) > 0);
+      if (wanted && !f.attached) f.attach();
+      else if (!wanted && f.attached) f.detach();
+      f.attached = wanted;
+    }
+  }
+
+  override removeAllListeners(event?: string | symbol): this {
+    // EventEmitter tells apart a call without arguments (every event) from one with `undefined`.
+    if (event === undefined) super.removeAllListeners();
+    else super.removeAllListeners(event);
+    if (event === undefined || event === 'newListener' || event === 'removeListener') {
+      // Our own watchers went too: put them back.
+      if (this.listenerCount('newListener') === 0) this.#watchListeners();
+    }
+    this.#syncForwarders(event, false);
+    return this;
   }
 
   /** Whether this pool must always reach the primary (target_session_attrs read-write or primary). */
@@ -670,6 +871,51 @@ export interface Pool {
 
 function noop(): void {}
 
+const NO_OPTIONS: CallOptions = Object.freeze({});
+
+/** Feeds pg-style events (`poolEvents`) from one lifecycle event, while anyone listens to them. */
+interface Forwarder {
+  poolEvents: string[];
+  attached: boolean;
+  attach(): void;
+  detach(): void;
+}
+
+/** pg.Client's callback form of `query`, as the plain path calls it (pg's overloads are narrower). */
+interface CallbackClient {
+  query(
+    config: unknown,
+    values: unknown,
+    callback: (error: Error | null | undefined, result: pg.QueryResult) => void,
+  ): void;
+}
+
+/** One `query()` call, as its attempts see it. */
+interface QueryCall {
+  config: string | QueryConfig;
+  values: unknown;
+  signal: AbortSignal | undefined;
+  priority: Priority | undefined;
+  idempotent: boolean;
+  /** The whole call's timeout (reported in errors) and when it runs out (`performance.now()` scale). */
+  timeoutMs: number;
+  budgetEnd: number;
+  /** The statement's deadline and signal; undefined when it has neither (it runs as long as it takes). */
+  limits: StatementLimits | undefined;
+}
+
+/** Whether a query config object carries per-call options (which the plain path does not handle). */
+function carriesCallOptions(config: unknown): boolean {
+  if (typeof config !== 'object' || config === null) return false;
+  const c = config as CallOptions;
+  return (
+    c.signal !== undefined ||
+    c.timeoutMs !== undefined ||
+    c.idempotent !== undefined ||
+    c.priority !== undefined
+  );
+}
+
 /** Checks per-call options: a bad deadline must not silently become 1 ms (Node clamps bad timer delays). */
 function checkCallOptions(options: CallOptions | undefined): CallOptions {
   if (options === undefined) return {};
@@ -719,19 +965,4 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/**
- * pg.Pool#query takes (text|config, values?, callback?). This pool also takes per-call options as a
- * last object argument: (text, values, options) or (text, values, options, callback).
- */
-function normalizeQueryArgs(args: any[]): [unknown, unknown, Callback | undefined, CallOptions] {
-  const [config, ...rest] = args;
-  let callback: Callback | undefined;
-  if (typeof rest[rest.length - 1] === 'function') callback = rest.pop();
-  let values: unknown;
-  let options: CallOptions = {};
-  if (rest.length >= 1) values = rest[0];
-  if (rest.length >= 2 && rest[1] != null && typeof rest[1] === 'object') options = rest[1] as CallOptions;
-  return [config, values, callback, options];
 }
