@@ -2,7 +2,8 @@
  * End-to-end benchmark (child process): `SELECT 1` and a one-row INSERT against one disposable
  * PostgreSQL server, closed loop, `callers` callers sharing 10 connections per contender.
  *
- * Contenders: steadfast's Pool (default options), pg.Pool, postgres.js, and the ceiling: 10 raw
+ * Contenders: steadfast's Pool (default options; also with Prometheus or OpenTelemetry metrics on),
+ * pg.Pool, postgres.js, and the ceiling: 10 raw
  * `pg.Client`s handed out from a bare array (what any pool over pg adds its cost to). A second, identical
  * ceiling runs as a control: its ratio to the first is pure measurement noise. The
  * "steadfast + listeners" contender is the same steadfast Pool with a listener on every pool event it
@@ -18,6 +19,7 @@
  */
 import pg from 'pg';
 import postgres from 'postgres';
+import { attachOpenTelemetry, attachPrometheus } from './lib/contenders.mjs';
 import { loadTestbed } from './lib/testbed.mjs';
 import { childConfig, distEntry, median, report } from './lib/util.mjs';
 
@@ -71,6 +73,12 @@ try {
 
   const pgPool = new pg.Pool({ ...connection, max: POOL_SIZE });
   const steadfast = new Pool({ ...connection, max: POOL_SIZE });
+  // The same pool with metrics on, as an application would run it: one with the Prometheus collector,
+  // one with OpenTelemetry (the SDK's MeterProvider).
+  const withPrometheus = new Pool({ ...connection, max: POOL_SIZE, poolName: 'bench-prometheus' });
+  await attachPrometheus(withPrometheus);
+  const withOpenTelemetry = new Pool({ ...connection, max: POOL_SIZE, poolName: 'bench-otel' });
+  await attachOpenTelemetry(withOpenTelemetry);
   const sql = postgres({ ...connection, max: POOL_SIZE, onnotice: () => {} });
 
   const noop = () => {};
@@ -109,6 +117,18 @@ try {
       before: () => setListeners(true),
       after: () => setListeners(false),
       select: () => steadfast.query('SELECT 1'),
+    },
+    {
+      key: 'steadfast-prometheus',
+      name: 'steadfast Pool + Prometheus metrics',
+      only: ['select'],
+      select: () => withPrometheus.query('SELECT 1'),
+    },
+    {
+      key: 'steadfast-otel',
+      name: 'steadfast Pool + OpenTelemetry metrics',
+      only: ['select'],
+      select: () => withOpenTelemetry.query('SELECT 1'),
     },
     {
       key: 'pg-pool',
@@ -205,7 +225,15 @@ try {
     }
   }
 
-  await Promise.all([steadfast.end(), pgPool.end(), sql.end({ timeout: 1 }), raw.close(), control.close()]);
+  await Promise.all([
+    steadfast.end(),
+    withPrometheus.end(),
+    withOpenTelemetry.end(),
+    pgPool.end(),
+    sql.end({ timeout: 1 }),
+    raw.close(),
+    control.close(),
+  ]);
   const rows = [];
   for (const workload of config.workloads) {
     for (const [name, { rates, ratios, cpuUs }] of Object.entries(results[workload])) {

@@ -28,28 +28,46 @@ const pool = await createContender(config.contender);
 async function phase(ms) {
   const end = performance.now() + ms;
   let stop = false;
-  // Pools measured through their query() (the pg face) run the query loop instead.
-  const caller = pool.query
-    ? async () => {
-        let cycles = 0;
-        while (!stop) {
-          await pool.query();
-          cycles++;
-          if ((cycles & 31) === 0 && performance.now() >= end) stop = true;
+  // Pools measured through their query() (the pg face) run the query loop instead; a pool measured
+  // through its callback API runs the same cycle on callbacks: acquire, one microtask of work, release.
+  const callbackCaller = () =>
+    new Promise((done) => {
+      let cycles = 0;
+      const cycle = () =>
+        pool.acquireWith((handle) =>
+          queueMicrotask(() => {
+            pool.release(handle);
+            cycles++;
+            if ((cycles & 31) === 0 && performance.now() >= end) stop = true;
+            if (stop) done(cycles);
+            else cycle();
+          }),
+        );
+      cycle();
+    });
+  const caller = pool.acquireWith
+    ? callbackCaller
+    : pool.query
+      ? async () => {
+          let cycles = 0;
+          while (!stop) {
+            await pool.query();
+            cycles++;
+            if ((cycles & 31) === 0 && performance.now() >= end) stop = true;
+          }
+          return cycles;
         }
-        return cycles;
-      }
-    : async () => {
-        let cycles = 0;
-        while (!stop) {
-          const handle = await pool.acquire();
-          await undefined;
-          pool.release(handle);
-          cycles++;
-          if ((cycles & 31) === 0 && performance.now() >= end) stop = true;
-        }
-        return cycles;
-      };
+      : async () => {
+          let cycles = 0;
+          while (!stop) {
+            const handle = await pool.acquire();
+            await undefined;
+            pool.release(handle);
+            cycles++;
+            if ((cycles & 31) === 0 && performance.now() >= end) stop = true;
+          }
+          return cycles;
+        };
   const cpu = process.cpuUsage();
   const counts = await Promise.all(Array.from({ length: config.callers }, caller));
   const { user, system } = process.cpuUsage(cpu);

@@ -1,8 +1,11 @@
 /**
  * The pools of the microbenchmarks behind one shape: `acquire()` resolves with a handle, `release(handle)`
- * gives it back; or, for the pg-face contenders (`pool-*`), `query()` runs one statement. Each pool runs
+ * gives it back (and `acquireWith(onHandle)`, where a pool hands out by callback); or, for the pg-face
+ * contenders (`pool-*`), `query()` runs one statement. Each pool runs
  * with its defaults except the size (10) and what a contender's name says.
  */
+
+import { dirname, join } from 'node:path';
 import genericPool from 'generic-pool';
 import PgPool from 'pg-pool';
 import tarn from 'tarn';
@@ -16,11 +19,16 @@ export const CONTENDERS = {
   steadfast: 'steadfast Engine, defaults (validation after 500 ms idle: never due in a busy loop)',
   'steadfast-novalidate': 'steadfast Engine, validateAfterIdleMs: -1 (validation off)',
   'steadfast-events': 'steadfast Engine, defaults, listeners on acquire/release/connect/evict',
+  'steadfast-callback':
+    'steadfast Engine, defaults, through `acquireWith` (the callback hand-off `Pool#query` uses): no promise per checkout',
   'pg-pool': 'pg-pool 3 with a fake Client (no validation exists)',
   tarn: 'tarn 3, defaults (validate: () => true on every checkout)',
   'generic-pool': 'generic-pool 3, defaults (testOnBorrow: false)',
   bare: 'connections in a bare array, waiters in another: no deadline, no checks (the e2e ceiling)',
   'pool-steadfast': 'steadfast Pool, defaults, `pool.query()` over a fake pg Client',
+  'pool-steadfast-prometheus': 'the same, with Prometheus metrics (`prometheusCollector`, prom-client)',
+  'pool-steadfast-otel':
+    'the same, with OpenTelemetry metrics (`instrumentOpenTelemetry`, SDK MeterProvider)',
   'pool-pg': 'pg.Pool, defaults, `pool.query()` over the same fake Client',
   'pool-bare': 'the same fake Clients from bare arrays: acquire, `client.query()`, release',
 };
@@ -45,6 +53,29 @@ function barePool(connections) {
   };
 }
 
+/** Metrics as an application would turn them on: prom-client with a registry of its own. */
+export async function attachPrometheus(pool) {
+  const { Registry } = await import('prom-client');
+  const { prometheusCollector } = await import(join(dirname(distEntry), 'prometheus.js'));
+  return prometheusCollector(pool, { registry: new Registry() });
+}
+
+/** Metrics through the OpenTelemetry SDK: a MeterProvider with a reader that is never asked to export. */
+export async function attachOpenTelemetry(pool) {
+  const { MeterProvider, MetricReader } = await import('@opentelemetry/sdk-metrics');
+  const { instrumentOpenTelemetry } = await import(join(dirname(distEntry), 'otel.js'));
+  class IdleReader extends MetricReader {
+    onForceFlush() {
+      return Promise.resolve();
+    }
+    onShutdown() {
+      return Promise.resolve();
+    }
+  }
+  const meterProvider = new MeterProvider({ readers: [new IdleReader()] });
+  return instrumentOpenTelemetry(pool, { meterProvider });
+}
+
 /** Counts events so the listeners do observable work (an empty function could be optimised away). */
 export const observed = { count: 0 };
 
@@ -52,7 +83,8 @@ export async function createContender(name) {
   switch (name) {
     case 'steadfast':
     case 'steadfast-novalidate':
-    case 'steadfast-events': {
+    case 'steadfast-events':
+    case 'steadfast-callback': {
       const { Engine } = await import(distEntry);
       const options = { max: POOL_SIZE };
       if (name === 'steadfast-novalidate') options.validateAfterIdleMs = -1;
@@ -63,8 +95,14 @@ export async function createContender(name) {
         };
         for (const event of ['acquire', 'release', 'connect', 'evict']) engine.events.on(event, listener);
       }
+      const fail = (error) => {
+        throw error;
+      };
       return {
         acquire: () => engine.acquire(),
+        ...(name === 'steadfast-callback'
+          ? { acquireWith: (onLease) => engine.acquireWith(undefined, onLease, fail) }
+          : {}),
         release: (lease) => engine.release(lease),
         close: () => engine.close({ timeoutMs: 0 }),
       };
@@ -100,9 +138,13 @@ export async function createContender(name) {
       for (let i = 0; i < POOL_SIZE; i++) connections.push(await fakeFactory.create());
       return barePool(connections);
     }
-    case 'pool-steadfast': {
+    case 'pool-steadfast':
+    case 'pool-steadfast-prometheus':
+    case 'pool-steadfast-otel': {
       const { Pool } = await import(distEntry);
       const pool = new Pool({ Client: FakePgClient, max: POOL_SIZE });
+      if (name === 'pool-steadfast-prometheus') await attachPrometheus(pool);
+      if (name === 'pool-steadfast-otel') await attachOpenTelemetry(pool);
       return { query: () => pool.query('SELECT 1'), close: () => pool.end() };
     }
     case 'pool-pg': {

@@ -14,11 +14,12 @@
  *
  * @module
  */
-import { Counter, register as defaultRegistry, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, register as defaultRegistry, Gauge, type Metric, Registry } from 'prom-client';
 import { subscribe } from '../engine/emitter.js';
 import type { Pool } from '../pg/pool.js';
 import type { BreakerState } from '../resilience/breaker.js';
 import { errorLabel } from '../resilience/classify.js';
+import { AggregatedHistogram, type HistogramSeries } from './prometheus-histogram.js';
 
 /**
  * What the collector reads from a pool. A structural type, so a pool from another copy of this package
@@ -116,10 +117,10 @@ interface Shared {
   connectErrors: Counter<'pool' | 'code'>;
   operationErrors: Counter<'pool' | 'kind' | 'code'>;
   breakerTransitions: Counter<'pool' | 'to'>;
-  createSeconds: Histogram<'pool'>;
-  waitSeconds: Histogram<'pool'>;
-  useSeconds: Histogram<'pool'>;
-  operationSeconds: Histogram<'pool' | 'kind' | 'outcome'>;
+  createSeconds: AggregatedHistogram;
+  waitSeconds: AggregatedHistogram;
+  useSeconds: AggregatedHistogram;
+  operationSeconds: AggregatedHistogram;
 }
 
 /** Shared metrics by registry, then by prefix (two prefixes make two independent sets of names). */
@@ -136,17 +137,12 @@ function createShared(registry: Registry<any>, prefix: string, registered: Share
   };
   const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
     keep(prefix + name + total, new Counter<L>({ name: prefix + name + total, help, labelNames, registers }));
-  const histogram = <L extends string>(name: string, help: string, labelNames: L[]) =>
-    keep(
-      prefix + name,
-      new Histogram<L>({
-        name: prefix + name,
-        help,
-        labelNames,
-        buckets: [...PROMETHEUS_BUCKETS_S],
-        registers,
-      }),
-    );
+  // Histograms aggregate on our side (see prometheus-histogram.ts); the registry reads them when scraped.
+  const histogram = (name: string, help: string, labelNames: string[]) => {
+    const metric = new AggregatedHistogram(prefix + name, help, labelNames, PROMETHEUS_BUCKETS_S);
+    registry.registerMetric(metric as unknown as Metric);
+    return keep(prefix + name, metric);
+  };
 
   // Gauges are filled at scrape time: reset first, so a pool that left takes its series with it.
   keep(
@@ -342,18 +338,26 @@ export function prometheusCollector(pool: CollectedPool, options: PrometheusOpti
   if (stats.breaker !== undefined) {
     for (const to of BREAKER_STATES) shared.breakerTransitions.inc(breakerLabels(to), 0);
   }
-  for (const histogram of [shared.createSeconds, shared.waitSeconds, shared.useSeconds])
-    histogram.zero(poolLabels);
-  for (const kind of OPERATION_KINDS) {
-    for (const outcome of OUTCOMES) shared.operationSeconds.zero(operationLabels(kind, outcome));
-  }
+  // Histogram series are created (at zero) once, here; events record into them directly.
+  const createSeries = shared.createSeconds.series(poolLabels);
+  const waitSeries = shared.waitSeconds.series(poolLabels);
+  const useSeries = shared.useSeconds.series(poolLabels);
+  const operationSeries = Object.fromEntries(
+    OPERATION_KINDS.map((kind) => [
+      kind,
+      {
+        ok: shared.operationSeconds.series(operationLabels(kind, 'ok')),
+        error: shared.operationSeconds.series(operationLabels(kind, 'error')),
+      },
+    ]),
+  ) as Record<(typeof OPERATION_KINDS)[number], Record<(typeof OUTCOMES)[number], HistogramSeries>>;
 
   const subscriptions = subscribe(pool.lifecycle);
   const on = subscriptions.on;
 
-  on('connect', ({ durationMs }) => shared.createSeconds.observe(poolLabels, durationMs / 1000));
-  on('acquire', ({ waitMs }) => shared.waitSeconds.observe(poolLabels, waitMs / 1000));
-  on('release', ({ useMs }) => shared.useSeconds.observe(poolLabels, useMs / 1000));
+  on('connect', ({ durationMs }) => createSeries.observe(durationMs / 1000));
+  on('acquire', ({ waitMs }) => waitSeries.observe(waitMs / 1000));
+  on('release', ({ useMs }) => useSeries.observe(useMs / 1000));
   on('timeout', () => shared.timeouts.inc(poolLabels));
   on('retry', ({ phase }) => shared.retries.inc(retryLabels(phase)));
   on('evict', ({ reason }) => shared.evictions.inc(evictLabels(reason)));
@@ -366,7 +370,7 @@ export function prometheusCollector(pool: CollectedPool, options: PrometheusOpti
     const { kind } = event;
     // `in` rather than `error !== undefined`: a call can fail with `undefined` as its reason.
     const failed = 'error' in event;
-    shared.operationSeconds.observe(operationLabels(kind, failed ? 'error' : 'ok'), event.durationMs / 1000);
+    operationSeries[kind][failed ? 'error' : 'ok'].observe(event.durationMs / 1000);
     if (failed) {
       const code = errorLabel(event.error);
       const labels = labelsOf(shared.operationErrors, `error:${kind}:${code}`, () => ({

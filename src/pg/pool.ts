@@ -8,7 +8,7 @@ import type { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import pg from 'pg';
 import { booleanOption, durationOption, enumOption } from '../config/validate.js';
-import { TypedEmitter } from '../engine/emitter.js';
+import { type EventSlot, TypedEmitter } from '../engine/emitter.js';
 import {
   Engine,
   type EngineEvents,
@@ -102,6 +102,7 @@ export class Pool extends pg.Pool {
    */
   readonly lifecycle: TypedEmitter<PoolLifecycleEvents>;
   #ended: Promise<void> | undefined;
+  readonly #operationEvent: EventSlot<PoolLifecycleEvents['operation']>;
   /** Forwarders of lifecycle events to pg-style listeners (see #wireEvents). */
   #forwarders: Forwarder[] = [];
 
@@ -117,6 +118,7 @@ export class Pool extends pg.Pool {
     this.#hostPlan = resolved.hostPlan;
     this.#pgbouncer = resolved.pgbouncer;
     this.lifecycle = new TypedEmitter<PoolLifecycleEvents>({ prefix: CHANNEL_PREFIX, source: this.poolName });
+    this.#operationEvent = this.lifecycle.slot('operation');
     this.#engine = new Engine(
       createPgDriver(Client, resolved.client, {
         hostPlan: resolved.hostPlan,
@@ -288,11 +290,14 @@ export class Pool extends pg.Pool {
     if (config != null && typeof (config as { submit?: unknown }).submit === 'function') {
       return this.#submit(config as pg.Submittable, values, callback);
     }
-    const run =
+    const promise =
       options === NO_OPTIONS && this.#queryTimeoutMs === 0 && !carriesCallOptions(config)
-        ? this.#runPlainQuery(config as string | QueryConfig, values)
-        : this.#runQuery(config as string | QueryConfig, values, options);
-    const promise = this.#observe('query', run);
+        ? this.#runPlainQuery(
+            config as string | QueryConfig,
+            values,
+            this.#operationEvent.active ? performance.now() : -1,
+          )
+        : this.#observe('query', this.#runQuery(config as string | QueryConfig, values, options));
     if (callback) {
       promise.then(
         (result) => callback(undefined, result),
@@ -444,13 +449,16 @@ export class Pool extends pg.Pool {
    * release, when this caller waited) and the statement is written in that same turn, as pg.Pool does.
    * Only the caller's own promise remains. A failed attempt continues on the general path.
    */
-  #runPlainQuery(config: string | QueryConfig, values: unknown): Promise<pg.QueryResult> {
+  #runPlainQuery(config: string | QueryConfig, values: unknown, startedAt: number): Promise<pg.QueryResult> {
+    // It reports its own `operation` event (when `startedAt` >= 0: someone listens), at the moment it
+    // settles, rather than through one more promise.
     return new Promise<pg.QueryResult>((resolve, reject) => {
       let ticket: CallTicket;
       try {
         this.#pgbouncer?.check(config);
         ticket = this.#admission.admit();
       } catch (error) {
+        if (startedAt >= 0) this.#reportOperation('query', startedAt, true, error);
         reject(error);
         return;
       }
@@ -461,24 +469,27 @@ export class Pool extends pg.Pool {
           try {
             (lease.connection as unknown as CallbackClient).query(config, values, (error, result) => {
               if (error) {
-                this.#plainQueryFailed(error, lease, config, values, resolve, reject);
+                this.#plainQueryFailed(error, lease, config, values, startedAt, resolve, reject);
                 return;
               }
               try {
                 this.#release(lease);
               } catch (failure) {
+                if (startedAt >= 0) this.#reportOperation('query', startedAt, true, failure);
                 reject(failure);
                 return;
               }
+              if (startedAt >= 0) this.#reportOperation('query', startedAt, false, undefined);
               resolve(result);
             });
           } catch (error) {
             // pg refused the arguments (e.g. a null query) before sending anything.
-            this.#plainQueryFailed(error, lease, config, values, resolve, reject);
+            this.#plainQueryFailed(error, lease, config, values, startedAt, resolve, reject);
           }
         },
         (error) => {
           this.#admission.failed(ticket, error);
+          if (startedAt >= 0) this.#reportOperation('query', startedAt, true, error);
           reject(error);
         },
       );
@@ -491,6 +502,7 @@ export class Pool extends pg.Pool {
     lease: Lease<pg.Client>,
     config: string | QueryConfig,
     values: unknown,
+    startedAt: number,
     resolve: (result: Promise<pg.QueryResult>) => void,
     reject: (error: unknown) => void,
   ): void {
@@ -512,10 +524,12 @@ export class Pool extends pg.Pool {
       try {
         delayMs = this.#afterFailure(error, lease, call, 1);
       } catch (final) {
+        if (startedAt >= 0) this.#reportOperation('query', startedAt, true, final);
         reject(final);
         return;
       }
-      resolve(this.#attempts(call, 2, undefined, delayMs));
+      const retried = this.#attempts(call, 2, undefined, delayMs);
+      resolve(startedAt >= 0 ? this.#observe('query', retried, startedAt) : retried);
     });
   }
 
@@ -820,15 +834,22 @@ export class Pool extends pg.Pool {
   }
 
   /** Reports a call's duration and outcome as an `operation` lifecycle event, when anyone listens. */
-  #observe<T>(kind: 'query' | 'transaction', promise: Promise<T>): Promise<T> {
-    if (!this.lifecycle.has('operation')) return promise;
-    const started = performance.now();
+  #observe<T>(kind: 'query' | 'transaction', promise: Promise<T>, startedAt?: number): Promise<T> {
+    if (startedAt === undefined) {
+      if (!this.#operationEvent.active) return promise;
+      startedAt = performance.now();
+    }
+    const started = startedAt;
     promise.then(
-      () => this.lifecycle.emit('operation', { kind, durationMs: performance.now() - started }),
-      (error: unknown) =>
-        this.lifecycle.emit('operation', { kind, durationMs: performance.now() - started, error }),
+      () => this.#reportOperation(kind, started, false, undefined),
+      (error: unknown) => this.#reportOperation(kind, started, true, error),
     );
     return promise;
+  }
+
+  #reportOperation(kind: 'query' | 'transaction', startedAt: number, failed: boolean, error: unknown): void {
+    const durationMs = performance.now() - startedAt;
+    this.#operationEvent.emit(failed ? { kind, durationMs, error } : { kind, durationMs });
   }
 
   /** A pool-level event: to the lifecycle emitter (and its channel) and to pg-style listeners. */
