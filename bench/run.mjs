@@ -265,19 +265,32 @@ await section('scaling', async () => {
   const p = plan.scaling;
   const contenders = p.anchors ? ['steadfast', 'generic-pool'] : ['steadfast'];
   const runs = {};
-  const total = p.rounds * p.waiters.length * contenders.length;
+  // Each measure in a process of its own; generic-pool only has the first.
+  const jobs = [
+    ...['acquireRelease', 'acquireReleaseParked', 'timeout', 'abort'].map((measure) => [
+      'steadfast',
+      measure,
+    ]),
+    ...contenders.filter((c) => c !== 'steadfast').map((c) => [c, 'acquireRelease']),
+  ];
+  const total = p.rounds * p.waiters.length * jobs.length;
   let done = 0;
   for (let round = 0; round < p.rounds; round++) {
     for (const waiters of rotate(p.waiters, round)) {
-      for (const contender of contenders) {
-        progress(`scaling ${++done}/${total}: ${contender}, ${waiters} waiters`);
+      const merged = {};
+      for (const [contender, measure] of jobs) {
+        progress(`scaling ${++done}/${total}: ${contender}, ${measure}, ${waiters} waiters`);
         const result = await runChild('scaling.mjs', {
           contender,
+          measure,
           waiters,
           cycles: p.cycles,
           batch: p.batch,
           passes: p.passes,
         });
+        merged[contender] = { ...merged[contender], ...result };
+      }
+      for (const [contender, result] of Object.entries(merged)) {
         const key = `${contender}@${waiters}`;
         runs[key] = [...(runs[key] ?? []), result];
       }
@@ -288,6 +301,7 @@ await section('scaling', async () => {
     ['acquire+release', (r) => r.acquireRelease.ns, 'steadfast'],
     ['w/o GC', (r) => r.acquireRelease.nsWithoutGc, 'steadfast'],
     ['past parked waiters', (r) => r.acquireReleaseParked.ns, 'steadfast'],
+    ['w/o GC', (r) => r.acquireReleaseParked.nsWithoutGc, 'steadfast'],
     ['timeout', (r) => r.timeout.ns, 'steadfast'],
     ['w/o GC', (r) => r.timeout.nsWithoutGc, 'steadfast'],
     ['abort', (r) => r.abort.ns, 'steadfast'],
@@ -320,7 +334,7 @@ await section('scaling', async () => {
     ].join('\n'),
     table(['waiters', ...columns.map(([name]) => name)], rows, ['left']),
   );
-  for (const [name, get] of [columns[0], columns[2], columns[3], columns[5]]) {
+  for (const [name, get] of [columns[0], columns[2], columns[4], columns[6]]) {
     const ratio = pick('steadfast', last, get) / pick('steadfast', first, get);
     targets.push([
       `Scaling: ${name} at ${last.toLocaleString('en-US')} ≤ 1.5 × at ${first}`,

@@ -1,6 +1,8 @@
 /**
  * Time, behind an interface so the engine's state machine can be driven by a fake clock in tests.
  */
+// Imported rather than read from the global, which Node defines as a lazy getter (one more call per read).
+import { performance } from 'node:perf_hooks';
 
 /** An opaque timer handle returned by {@link Clock.setTimeout}. */
 export type TimerHandle = unknown;
