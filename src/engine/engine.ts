@@ -178,6 +178,8 @@ class Slot<C> implements ListNode<Slot<C>> {
 /** A checked-out connection. Give it back with `engine.release(lease)` exactly once. */
 export class Lease<C> {
   /** @internal */ released = false;
+  /** When it was given back (`clock.now()`); NaN until then. */
+  releasedAt = Number.NaN;
 
   constructor(
     /** @internal */ readonly slot: Slot<C>,
@@ -530,6 +532,7 @@ export class Engine<C> {
     slot.lease = undefined;
     this.#counters.releases++;
     const now = this.#clock.now();
+    lease.releasedAt = now;
     slot.lastUsedAt = now;
     if (this.#releaseEvent.active) {
       this.#releaseEvent.emit({

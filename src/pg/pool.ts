@@ -479,7 +479,17 @@ export class Pool extends pg.Pool {
                 reject(failure);
                 return;
               }
-              if (startedAt >= 0) this.#reportOperation('query', startedAt, false, undefined);
+              // The release just read the clock: the call's duration needs no second reading.
+              if (startedAt >= 0) {
+                const releasedAt = lease.releasedAt; // NaN when close() had already taken the connection
+                this.#reportOperation(
+                  'query',
+                  startedAt,
+                  false,
+                  undefined,
+                  releasedAt >= 0 ? releasedAt : undefined,
+                );
+              }
               resolve(result);
             });
           } catch (error) {
@@ -847,8 +857,14 @@ export class Pool extends pg.Pool {
     return promise;
   }
 
-  #reportOperation(kind: 'query' | 'transaction', startedAt: number, failed: boolean, error: unknown): void {
-    const durationMs = performance.now() - startedAt;
+  #reportOperation(
+    kind: 'query' | 'transaction',
+    startedAt: number,
+    failed: boolean,
+    error: unknown,
+    endedAt = performance.now(),
+  ): void {
+    const durationMs = endedAt - startedAt;
     this.#operationEvent.emit(failed ? { kind, durationMs, error } : { kind, durationMs });
   }
 
