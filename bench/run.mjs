@@ -90,6 +90,7 @@ const POOL_CONTENDERS = [
   'pool-steadfast',
   'pool-steadfast-prometheus',
   'pool-steadfast-otel',
+  'pool-steadfast-otel-lean',
   'pool-pg',
   'pool-bare',
 ];
@@ -105,6 +106,7 @@ const MICRO_NAMES = {
   'pool-steadfast': 'steadfast Pool',
   'pool-steadfast-prometheus': 'steadfast Pool + Prometheus metrics',
   'pool-steadfast-otel': 'steadfast Pool + OpenTelemetry metrics',
+  'pool-steadfast-otel-lean': 'steadfast Pool + OpenTelemetry, connectionTimings: false',
   'pool-pg': 'pg.Pool',
   'pool-bare': 'bare arrays + client.query()',
 };

@@ -29,6 +29,8 @@ export const CONTENDERS = {
   'pool-steadfast-prometheus': 'the same, with Prometheus metrics (`prometheusCollector`, prom-client)',
   'pool-steadfast-otel':
     'the same, with OpenTelemetry metrics (`instrumentOpenTelemetry`, SDK MeterProvider)',
+  'pool-steadfast-otel-lean':
+    'the same, OpenTelemetry with `connectionTimings: false` (no wait/use time records per checkout)',
   'pool-pg': 'pg.Pool, defaults, `pool.query()` over the same fake Client',
   'pool-bare': 'the same fake Clients from bare arrays: acquire, `client.query()`, release',
 };
@@ -61,7 +63,7 @@ export async function attachPrometheus(pool) {
 }
 
 /** Metrics through the OpenTelemetry SDK: a MeterProvider with a reader that is never asked to export. */
-export async function attachOpenTelemetry(pool) {
+export async function attachOpenTelemetry(pool, options = {}) {
   const { MeterProvider, MetricReader } = await import('@opentelemetry/sdk-metrics');
   const { instrumentOpenTelemetry } = await import(join(dirname(distEntry), 'otel.js'));
   class IdleReader extends MetricReader {
@@ -73,7 +75,7 @@ export async function attachOpenTelemetry(pool) {
     }
   }
   const meterProvider = new MeterProvider({ readers: [new IdleReader()] });
-  return instrumentOpenTelemetry(pool, { meterProvider });
+  return instrumentOpenTelemetry(pool, { meterProvider, ...options });
 }
 
 /** Counts events so the listeners do observable work (an empty function could be optimised away). */
@@ -140,11 +142,13 @@ export async function createContender(name) {
     }
     case 'pool-steadfast':
     case 'pool-steadfast-prometheus':
-    case 'pool-steadfast-otel': {
+    case 'pool-steadfast-otel':
+    case 'pool-steadfast-otel-lean': {
       const { Pool } = await import(distEntry);
       const pool = new Pool({ Client: FakePgClient, max: POOL_SIZE });
       if (name === 'pool-steadfast-prometheus') await attachPrometheus(pool);
       if (name === 'pool-steadfast-otel') await attachOpenTelemetry(pool);
+      if (name === 'pool-steadfast-otel-lean') await attachOpenTelemetry(pool, { connectionTimings: false });
       return { query: () => pool.query('SELECT 1'), close: () => pool.end() };
     }
     case 'pool-pg': {

@@ -23,6 +23,7 @@ import {
   type ObservableUpDownCounter,
   ValueType,
 } from '@opentelemetry/api';
+import { booleanOption } from '../config/validate.js';
 import { subscribe } from '../engine/emitter.js';
 import type { Pool } from '../pg/pool.js';
 import type { BreakerState } from '../resilience/breaker.js';
@@ -43,6 +44,14 @@ export interface OpenTelemetryOptions {
   meterProvider?: MeterProvider;
   /** A meter to use as is; takes precedence over `meterProvider`. */
   meter?: Meter;
+  /**
+   * Record `db.client.connection.wait_time` and `db.client.connection.use_time` on every checkout.
+   * The OpenTelemetry SDK hashes the attribute set on each record (about 0.5 µs on a 2-core machine), so
+   * these two cost about 1 µs per query; `false` leaves them out (the instruments stay, empty) and keeps
+   * `db.client.operation.duration`. A View with the drop aggregation does not save that time: the SDK
+   * still does the work. Default `true`.
+   */
+  connectionTimings?: boolean;
 }
 
 /** A running instrumentation. */
@@ -277,6 +286,7 @@ export function instrumentOpenTelemetry(
   pool: InstrumentedPool,
   options: OpenTelemetryOptions = {},
 ): Instrumentation {
+  const connectionTimings = booleanOption('connectionTimings', options.connectionTimings, true);
   const meter = options.meter ?? (options.meterProvider ?? metrics.getMeterProvider()).getMeter(METER_NAME);
   const instruments = instrumentsFor(meter);
   const name = pool.poolName;
@@ -311,8 +321,10 @@ export function instrumentOpenTelemetry(
   on('connectError', ({ error }) =>
     instruments.createErrors.add(1, { ...poolAttrs, [ATTR.errorType]: errorType(error) }),
   );
-  on('acquire', ({ waitMs }) => instruments.waitTime.record(waitMs / 1000, poolAttrs));
-  on('release', ({ useMs }) => instruments.useTime.record(useMs / 1000, poolAttrs));
+  if (connectionTimings) {
+    on('acquire', ({ waitMs }) => instruments.waitTime.record(waitMs / 1000, poolAttrs));
+    on('release', ({ useMs }) => instruments.useTime.record(useMs / 1000, poolAttrs));
+  }
   on('timeout', () => instruments.timeouts.add(1, poolAttrs));
   on('evict', ({ reason }) => {
     let attrs = evictAttrs.get(reason);

@@ -389,6 +389,31 @@ describe('instrumentOpenTelemetry', () => {
     expect(countOf(result, 'otel-b')).toBe(3);
   });
 
+  it('leaves out the per-checkout connection timings with connectionTimings: false, and refuses a non-boolean', async () => {
+    const { reader, provider } = newReader();
+    const pool = newPool({ poolName: 'otel-lean' });
+    expect(() =>
+      instrumentOpenTelemetry(pool, { meterProvider: provider, connectionTimings: 'no' as never }),
+    ).toThrow(/connectionTimings.*"no".*true or false/);
+    instrumentOpenTelemetry(pool, { meterProvider: provider, connectionTimings: false });
+    await pool.query('SELECT 1');
+    await pool.query('SELECT 1');
+    const result = await collect(reader);
+    const poolAttrs = { 'db.client.connection.pool.name': 'otel-lean' };
+    expect(histogram(result, 'db.client.connection.wait_time', poolAttrs)?.count ?? 0).toBe(0);
+    expect(histogram(result, 'db.client.connection.use_time', poolAttrs)?.count ?? 0).toBe(0);
+    expect(
+      histogram(result, 'db.client.operation.duration', {
+        ...poolAttrs,
+        'db.system.name': 'postgresql',
+        'db.system': 'postgresql',
+        'pg_steadfast.operation.kind': 'query',
+      })?.count,
+    ).toBe(2);
+    // The connection is still reported when it opens.
+    expect(histogram(result, 'db.client.connection.create_time', poolAttrs)?.count).toBe(1);
+  });
+
   it('uses the global meter provider by default, under the scope name pg-steadfast', async () => {
     const { reader, provider } = newReader();
     metrics.setGlobalMeterProvider(provider);
