@@ -199,7 +199,7 @@ try {
   const results = {};
   for (const workload of config.workloads) {
     results[workload] = Object.fromEntries(
-      contenders.map((c) => [c.name, { rates: [], ratios: [], cpuUs: [] }]),
+      contenders.map((c) => [c.name, { rates: [], ratios: [], cpuUs: [], cpuRatios: [] }]),
     );
   }
   let errorCount = 0;
@@ -208,9 +208,11 @@ try {
       const order = contenders.filter((c) => !c.only || c.only.includes(workload));
       const rotated = [...order.slice(round % order.length), ...order.slice(0, round % order.length)];
       const rates = {};
+      const cpus = {};
       for (const contender of rotated) {
         const { rate, cpuUsPerOp, errors, lastError } = await runSlot(contender, workload, config.slotMs);
         results[workload][contender.name].cpuUs.push(cpuUsPerOp);
+        cpus[contender.name] = cpuUsPerOp;
         if (errors > 0) {
           errorCount += errors;
           process.stderr.write(`${contender.name} ${workload}: ${errors} errors, last: ${lastError}\n`);
@@ -221,6 +223,8 @@ try {
       for (const [name, rate] of Object.entries(rates)) {
         results[workload][name].rates.push(rate);
         results[workload][name].ratios.push(rate / ceiling);
+        // Paired within the round, as the rates are: the ceiling's CPU per query over this contender's.
+        results[workload][name].cpuRatios.push(cpus[contenders[0].name] / cpus[name]);
       }
     }
   }
@@ -236,7 +240,7 @@ try {
   ]);
   const rows = [];
   for (const workload of config.workloads) {
-    for (const [name, { rates, ratios, cpuUs }] of Object.entries(results[workload])) {
+    for (const [name, { rates, ratios, cpuUs, cpuRatios }] of Object.entries(results[workload])) {
       if (rates.length === 0) continue;
       const sorted = [...ratios].sort((a, b) => a - b);
       const quartile = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
@@ -246,6 +250,7 @@ try {
         rate: median(rates),
         ratio: median(ratios),
         cpuUs: median(cpuUs),
+        cpuRatio: median(cpuRatios),
         ratioLow: quartile(0.25),
         ratioHigh: quartile(0.75),
         rates,

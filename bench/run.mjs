@@ -73,7 +73,7 @@ const plan = quick
       memory: { count: 100_000 },
       // Short turns, many rounds: contenders compared within a round run close together in time, so a
       // burst of other work on the machine is less likely to fall on one of them only.
-      e2e: { rounds: 12, slotMs: 300, warmupMs: 50, firstPassMs: 200, callers: 64 },
+      e2e: { rounds: 16, slotMs: 300, warmupMs: 50, firstPassMs: 200, callers: 64 },
     };
 
 const MICRO_CONTENDERS = [
@@ -387,8 +387,14 @@ const e2e = await section('e2e', async () => {
     const middle = (r) => (r.ratios.length >= 4 ? `${r.ratioLow.toFixed(2)}–${r.ratioHigh.toFixed(2)}` : '');
     const cells = (r) =>
       r
-        ? [formatRate(r.rate), formatRatio(r.ratio), middle(r), `${r.cpuUs.toFixed(1)} µs`]
-        : ['', '', '', ''];
+        ? [
+            formatRate(r.rate),
+            formatRatio(r.ratio),
+            middle(r),
+            `${r.cpuUs.toFixed(1)} µs`,
+            formatRatio(r.cpuRatio),
+          ]
+        : ['', '', '', '', ''];
     return [name, ...cells(select), ...cells(insert)];
   });
   out(
@@ -401,7 +407,9 @@ const e2e = await section('e2e', async () => {
       '"Middle half" spans the 25th to 75th percentile of those ratios. The control is a second, identical',
       'ceiling: how far its ratio strays from 1.00 is how much any ratio here can be trusted. "CPU/query" is',
       "the benchmark process's CPU time (user + system) per query, median over rounds: on a small machine the",
-      'client process is the bottleneck, so what a pool adds there is what it costs in throughput.',
+      'client process is the bottleneck, so what a pool adds there is what it costs in throughput. "CPU ÷" is',
+      "the median of the per-round ratios of the ceiling's CPU per query to the contender's (above 1: less",
+      'CPU than the ceiling).',
       'INSERT is `INSERT INTO bench_rows (n, note) VALUES ($1, $2)` (bigserial primary key).',
       ...(e2e.errors > 0 ? ['', `**${e2e.errors} queries failed during the run (see stderr).**`] : []),
     ].join('\n'),
@@ -412,10 +420,12 @@ const e2e = await section('e2e', async () => {
         '× ceiling',
         'middle half',
         'CPU/query',
+        'CPU ÷',
         'INSERT /s',
         '× ceiling',
         'middle half',
         'CPU/query',
+        'CPU ÷',
       ],
       rows,
       ['left'],
@@ -437,10 +447,8 @@ const e2e = await section('e2e', async () => {
     targets.push([`End to end ${label}${what} ≥ 0.99 × raw pg.Client ceiling`, formatRatio(ratio), met]);
     // The same target read off CPU per query, which a busy machine disturbs far less than throughput: the
     // client process is the bottleneck, so throughput goes as the inverse of its CPU per query.
-    const ceilingCpu = find(workload, 'raw pg.Client ×10 (ceiling)').cpuUs;
-    const cpuRatio = ceilingCpu / find(workload, contender).cpuUs;
-    const controlCpu =
-      ceilingCpu / (find(workload, 'raw pg.Client ×10 again (control)')?.cpuUs ?? ceilingCpu);
+    const cpuRatio = find(workload, contender).cpuRatio;
+    const controlCpu = find(workload, 'raw pg.Client ×10 again (control)')?.cpuRatio ?? 1;
     targets.push([
       `End to end ${label}${what} by CPU/query: ceiling ÷ steadfast ≥ 0.99 (control ${formatRatio(controlCpu)})`,
       formatRatio(cpuRatio),
