@@ -41,7 +41,7 @@ import { engineDefaults } from '../engine/options.js';
 import { InvalidOptionError } from '../errors.js';
 import type { PoolConfig } from '../pg/config.js';
 import { PRESET_NAMES, type PresetName, presetConfig, presets } from './presets.js';
-import { suggest } from './validate.js';
+import { distance, suggest } from './validate.js';
 
 /** Options of {@link poolConfigFromEnv}. */
 export interface EnvConfigOptions {
@@ -231,19 +231,44 @@ export function poolConfigFromEnv(
   return config;
 }
 
+/**
+ * Refuses what can only be a mistake: any unknown `DB_POOL_*` variable (that name space is the pool's),
+ * and an unknown `DB_*` variable one or two letters away from one the pool reads whose value that one
+ * would accept (`DB_MAX_OVERFLOWS=5`). Other `DB_*` variables belong to the application (`DB_HOST`,
+ * `DB_USER`, a `DB_RESET=true` that is not a misspelt `DB_PRESET`) and pass.
+ */
 function rejectUnknown(env: Env, prefix: string): void {
   const known = SUFFIXES.map((suffix) => `${prefix}${suffix}`);
   const reserved = `${prefix}POOL_`;
   for (const variable of Object.keys(env)) {
-    if (!variable.startsWith(reserved) || known.includes(variable) || read(env, variable) === undefined) {
-      continue;
-    }
+    const value = read(env, variable);
+    if (!variable.startsWith(prefix) || known.includes(variable) || value === undefined) continue;
+    const nearMiss = SUFFIXES.some(
+      (suffix) => distance(variable, `${prefix}${suffix}`) <= 2 && plausibleFor(suffix, value),
+    );
+    if (!variable.startsWith(reserved) && !nearMiss) continue;
     const hint = suggest(variable, known);
     // The value is not shown: an unknown variable may hold anything, a password included.
     throw new InvalidOptionError(
       variable,
       `not a variable pg-steadfast reads${hint ? `; did you mean ${hint}?` : ''} (known: ${known.join(', ')})`,
     );
+  }
+}
+
+/** Whether `value` is something the variable with this suffix would accept (by its shape). */
+function plausibleFor(suffix: (typeof SUFFIXES)[number], value: string): boolean {
+  switch (suffix) {
+    case 'PRESET':
+      return (PRESET_NAMES as readonly string[]).includes(value);
+    case 'POOL_MODE':
+      return value === 'queue' || value === 'null';
+    case 'POOL_PRE_PING':
+      return TRUE_WORDS.has(value.toLowerCase()) || FALSE_WORDS.has(value.toLowerCase());
+    case 'POOL_NAME':
+      return true;
+    default:
+      return /^-?\d+(\.\d+)?$/.test(value);
   }
 }
 
@@ -270,9 +295,18 @@ export interface ConnectionStringInfo {
  */
 export function redactConnectionString(connectionString: string): string {
   const parsed = tryParse(connectionString);
-  return parsed && isPostgresScheme(parsed.url.protocol)
+  return parsed && isPostgresScheme(parsed.url.protocol) && hasAuthority(connectionString)
     ? formatRedacted(parsed.url, parsed.dummyHost)
     : maskByText(connectionString);
+}
+
+/**
+ * Whether `//` follows the scheme. Without it (`postgres:app:pw@host/db`) a URL parser reads no user,
+ * password or host: all of it lands in the path, which is printed as it is, so only text masking is safe.
+ */
+function hasAuthority(connectionString: string): boolean {
+  const colon = connectionString.indexOf(':');
+  return colon >= 0 && connectionString.startsWith('//', colon + 1);
 }
 
 function maskByText(connectionString: string): string {
@@ -311,7 +345,9 @@ function formatRedacted(url: URL, dummyHost: boolean): string {
   const userinfo = url.username || url.password ? `${url.username}${url.password ? ':***' : ''}@` : '';
   const host = dummyHost ? '' : url.host;
   const search = url.search.replace(PASSWORD_PARAM, '$1***');
-  return `${url.protocol}//${userinfo}${host}${url.pathname}${search}${url.hash}`;
+  // pg does not read a fragment, but a `password=` that ended up there is a password all the same.
+  const hash = url.hash.replace(PASSWORD_PARAM, '$1***');
+  return `${url.protocol}//${userinfo}${host}${url.pathname}${search}${hash}`;
 }
 
 /**
@@ -329,7 +365,7 @@ export function parseConnectionString(
   if (connectionString.startsWith('/')) {
     const [host, database] = connectionString.split(' ');
     return {
-      redacted: connectionString,
+      redacted: redactConnectionString(connectionString),
       kind: 'socket',
       host,
       port: undefined,
@@ -352,18 +388,24 @@ export function parseConnectionString(
     return bad(`"${protocol.slice(0, -1)}" names a driver; use postgres://`);
   }
   if (!isPostgresScheme(protocol)) return bad(`the scheme is "${protocol.slice(0, -1)}"`);
+  if (protocol !== 'socket:' && !hasAuthority(connectionString)) {
+    return bad(`"//" must follow "${protocol}"`);
+  }
+  const hostname = (dummyHost ? '' : url.hostname).replace(/^\[(.+)\]$/, '$1');
   let user: string | undefined;
   let password: string;
   let path: string;
+  let host: string;
   try {
     user = decodeURIComponent(url.username) || undefined;
     password = decodeURIComponent(url.password);
     path = decodeURI(url.pathname);
+    host = decodeURIComponent(hostname);
   } catch {
-    return bad('the user name, password or database name is not valid percent-encoding');
+    return bad('the user name, password, host or database name is not valid percent-encoding');
   }
   const hasPassword = password !== '' || url.searchParams.has('password');
-  const redacted = formatRedacted(url, dummyHost);
+  const redacted = redactConnectionString(connectionString);
   if (protocol === 'socket:') {
     return {
       redacted,
@@ -383,11 +425,10 @@ export function parseConnectionString(
       return bad(`the port ${JSON.stringify(portText)} is not a number from 1 to 65535`);
     }
   }
-  const hostname = (dummyHost ? '' : url.hostname).replace(/^\[(.+)\]$/, '$1');
   return {
     redacted,
     kind: 'url',
-    host: url.searchParams.get('host') ?? (hostname === '' ? undefined : decodeURIComponent(hostname)),
+    host: url.searchParams.get('host') ?? (host === '' ? undefined : host),
     port,
     database: path.length > 1 ? path.slice(1) : undefined,
     user: url.searchParams.get('user') ?? user,

@@ -3,7 +3,8 @@
  */
 import { InvalidOptionError } from '../errors.js';
 
-function show(value: unknown): string {
+/** A value for an error message: strings quoted, other values by type; never throws (BigInt, cycles, symbols). */
+export function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
   return typeof value;
@@ -65,7 +66,7 @@ export function enumOption<T extends string>(
 }
 
 /** Levenshtein distance, for "did you mean" hints on unknown option names. */
-function distance(a: string, b: string): number {
+export function distance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let previous = row[0]!;

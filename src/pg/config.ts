@@ -8,7 +8,7 @@
  * as pg.Pool does.
  */
 import type pg from 'pg';
-import { booleanOption, durationOption, suggest } from '../config/validate.js';
+import { booleanOption, durationOption, show, suggest } from '../config/validate.js';
 import type { EngineOptions } from '../engine/options.js';
 import { InvalidOptionError } from '../errors.js';
 import { consoleLogger, type Logger } from '../observability/logger.js';
@@ -186,7 +186,7 @@ function loggerOption(value: unknown): Logger | false {
   if (typeof value !== 'object' || value === null || typeof (value as Logger).warn !== 'function') {
     throw new InvalidOptionError(
       'logger',
-      'expected false or an object with at least a warn(fields, message) method',
+      `got ${show(value)}, expected false or an object with at least a warn(fields, message) method`,
     );
   }
   return value as Logger;

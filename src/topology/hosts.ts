@@ -6,6 +6,7 @@
  * then parses as usual (TLS settings and all).
  * https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-MULTIPLE-HOSTS
  */
+import { show } from '../config/validate.js';
 import { InvalidOptionError } from '../errors.js';
 
 export type TargetSessionAttrs =
@@ -39,13 +40,6 @@ export interface HostPlan {
 
 const DEFAULT_PORT = 5432;
 
-/** A value for an error message: strings quoted, other values by type; never throws (BigInt, cycles). */
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
-  return typeof value;
-}
-
 function redacted(url: string): string {
   return url.replace(/(:\/\/[^:/@]*):[^@/]*@/, '$1:***@');
 }
@@ -67,6 +61,19 @@ function parseBalance(value: unknown, source: string): LoadBalanceHosts {
     throw new InvalidOptionError(source, `got ${show(value)}, expected "disable" or "random"`);
   }
   return value;
+}
+
+/**
+ * `"host"`, `"host:port"`, `"[ipv6]"`, `"[ipv6]:port"`, or a bare IPv6 address (more than one colon, no
+ * port). A port that is present but not a number comes back as NaN, for the caller to refuse.
+ */
+function splitHostPort(entry: string): { host: string; port: number | undefined } {
+  const toPort = (text: string | undefined) => (text === undefined || text === '' ? undefined : Number(text));
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(entry);
+  if (bracketed) return { host: bracketed[1]!, port: toPort(bracketed[2]) };
+  const colon = entry.indexOf(':');
+  if (colon < 0 || entry.indexOf(':', colon + 1) >= 0) return { host: entry, port: undefined };
+  return { host: entry.slice(0, colon), port: toPort(entry.slice(colon + 1)) };
 }
 
 /**
@@ -142,19 +149,23 @@ export function planHosts(config: {
     if (!Array.isArray(config.hosts) || config.hosts.length === 0) {
       throw new InvalidOptionError(
         'hosts',
-        'expected a non-empty array of "host:port" strings or { host, port }',
+        `got ${Array.isArray(config.hosts) ? '[]' : show(config.hosts)}, expected a non-empty array of "host:port" strings or { host, port }`,
       );
     }
     hosts = config.hosts.map((entry, i) => {
-      const { host, port } =
-        typeof entry === 'string'
-          ? { host: entry.split(':')[0], port: entry.includes(':') ? Number(entry.split(':')[1]) : undefined }
-          : entry;
-      if (typeof host !== 'string' || host === '')
-        throw new InvalidOptionError(`hosts[${i}]`, 'missing host');
+      const { host, port } = typeof entry === 'string' ? splitHostPort(entry) : (entry ?? {});
+      if (typeof host !== 'string' || host === '') {
+        throw new InvalidOptionError(
+          `hosts[${i}]`,
+          `got ${show(entry)}, expected "host", "host:port", "[ipv6]:port" or { host, port }`,
+        );
+      }
       const p = port ?? config.port ?? DEFAULT_PORT;
       if (!Number.isInteger(p) || p < 1 || p > 65_535) {
-        throw new InvalidOptionError(`hosts[${i}]`, `got port ${String(port)}, expected 1 to 65535`);
+        throw new InvalidOptionError(
+          `hosts[${i}]`,
+          `got ${show(entry)}, whose port ${show(port)} is not an integer from 1 to 65535`,
+        );
       }
       return { host, port: p };
     });

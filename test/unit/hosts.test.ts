@@ -52,6 +52,25 @@ describe('multi-host connection strings', () => {
     expect(resolved.client.connectionString).toBeUndefined();
   });
 
+  it('reads IPv6 addresses in a hosts list, bracketed with a port or bare without one', () => {
+    const plan = planHosts({
+      connectionString: 'postgres://app:pw@ignored/orders',
+      hosts: ['[::1]:5433', '[fe80::2]', '::3', 'db:5434', 'plain'],
+    });
+    expect(plan?.hosts.map(({ host, port }) => [host, port])).toEqual([
+      ['::1', 5433],
+      ['fe80::2', 5432],
+      ['::3', 5432],
+      ['db', 5434],
+      ['plain', 5432],
+    ]);
+    expect(plan?.hosts[0]?.connectionString).toBe('postgres://app:pw@[::1]:5433/orders');
+    expect(() => planHosts({ hosts: ['db:abc'] })).toThrow(/hosts\[0\]: got "db:abc", whose port NaN/);
+    expect(() => planHosts({ hosts: ['[::1]:0'] })).toThrow(/hosts\[0\]: got "\[::1\]:0"/);
+    expect(() => planHosts({ hosts: [':5432'] })).toThrow(/hosts\[0\]: got ":5432", expected "host"/);
+    expect(() => planHosts({ hosts: [] })).toThrow(/hosts: got \[\], expected a non-empty array/);
+  });
+
   it('rejects bad attributes and ports without echoing the password', () => {
     expect(() =>
       planHosts({ connectionString: 'postgres://u:S3NT1NEL@a,b/db?target_session_attrs=writable' }),
