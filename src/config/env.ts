@@ -363,11 +363,12 @@ export function parseConnectionString(
   variable = 'connectionString',
 ): ConnectionStringInfo {
   if (connectionString.startsWith('/')) {
-    const [host, database] = connectionString.split(' ');
+    const [host = '', database] = connectionString.split(' ');
     return {
       redacted: redactConnectionString(connectionString),
       kind: 'socket',
-      host,
+      // pg takes the whole first word as the socket directory; a `password=` in it is masked all the same.
+      host: redactConnectionString(host),
       port: undefined,
       database: database || undefined,
       user: undefined,

@@ -467,7 +467,10 @@ export class Pool extends pg.Pool {
         (lease) => {
           this.#admission.acquired(ticket);
           try {
-            (lease.connection as unknown as CallbackClient).query(config, values, (error, result) => {
+            // Older pg 8.x versions write the callback into the config object they are given: the caller's
+            // object goes in behind a derived one, so that a later promise-form call with it still works.
+            const sent = typeof config === 'object' && config !== null ? Object.create(config) : config;
+            (lease.connection as unknown as CallbackClient).query(sent, values, (error, result) => {
               if (error) {
                 this.#plainQueryFailed(error, lease, config, values, startedAt, resolve, reject);
                 return;

@@ -324,6 +324,31 @@ describe('pg.Pool behaviours ORMs rely on', () => {
     expect(failing.totalCount).toBe(0);
   });
 
+  it("leaves the caller's query config object as it was, even with a Client that writes into it", async () => {
+    // Older pg 8.x versions set `callback` on a config object passed with a callback; reused later in the
+    // promise form, such an object would answer the old callback instead of returning a promise.
+    class WritingClient extends pg.Client {
+      override query(config: any, values?: any, callback?: any): any {
+        if (typeof config === 'object' && config !== null && typeof callback === 'function') {
+          config.callback = callback;
+        }
+        return super.query(config, values, callback);
+      }
+    }
+    const pool = newPool({ Client: WritingClient, max: 1 } as never);
+    const config = { text: 'SELECT $1::int AS n', values: [1], rowMode: 'array' as const };
+    const first = await pool.query(config);
+    expect(first.rows).toEqual([[1]]);
+    expect(Object.keys(config)).toEqual(['text', 'values', 'rowMode']);
+    const client = await pool.connect();
+    try {
+      const again = await client.query(config);
+      expect(again.rows).toEqual([[1]]);
+    } finally {
+      client.release();
+    }
+  });
+
   it('lets statements released with a client finish, as pg.Pool does, then reuses it', async () => {
     const pool = newPool({ max: 1 });
     const client = await pool.connect();

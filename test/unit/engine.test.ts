@@ -187,6 +187,67 @@ describe('deadlines and abort', () => {
   });
 });
 
+describe('acquireWith (the callback hand-off)', () => {
+  it('answers at once when a connection is idle, and from inside the release when a caller waits', async () => {
+    const { engine, clock, invariant } = setup({ max: 1 });
+    const first = await engine.acquire();
+    const calls: string[] = [];
+    let handed: Lease<FakeConnection> | undefined;
+    engine.acquireWith(
+      undefined,
+      (lease) => {
+        calls.push('lease');
+        handed = lease;
+      },
+      () => calls.push('error'),
+    );
+    expect(calls).toEqual([]);
+    expect(engine.waitingCount).toBe(1);
+    await clock.advance(7);
+    expect(calls).toEqual([]);
+    engine.release(first);
+    // Synchronously, inside release(): no promise or microtask between the two holders.
+    expect(calls).toEqual(['lease']);
+    expect(handed?.connection).toBe(first.connection);
+    expect(handed!.acquiredAt - handed!.requestedAt).toBe(7);
+    expect(first.releasedAt).toBe(handed!.acquiredAt);
+    invariant();
+    engine.release(handed!);
+    engine.acquireWith(
+      undefined,
+      () => calls.push('lease again'),
+      () => calls.push('error'),
+    );
+    expect(calls).toEqual(['lease', 'lease again']); // idle connection: at once
+  });
+
+  it('reports refusals through onError: closed, aborted, bad option, timeout, queue full', async () => {
+    const { engine, clock } = setup({ max: 1, maxWaiting: 1, acquireTimeoutMs: 20 });
+    const errors: unknown[] = [];
+    const onError = (error: unknown) => errors.push(error);
+    const fail = () => {
+      throw new Error('no lease expected');
+    };
+    await engine.acquire();
+    const aborted = new AbortController();
+    aborted.abort();
+    engine.acquireWith({ signal: aborted.signal }, fail, onError);
+    engine.acquireWith({ priority: 'urgent' as never }, fail, onError);
+    engine.acquireWith(undefined, fail, onError); // waits
+    engine.acquireWith(undefined, fail, onError); // the queue is full: refused at once
+    expect(errors.map((e) => (e as SteadfastError).code ?? (e as Error).name)).toEqual([
+      ErrorCodes.ABORTED,
+      ErrorCodes.INVALID_OPTION,
+      ErrorCodes.QUEUE_FULL,
+    ]);
+    await clock.advance(20);
+    expect(errors[3]).toBeInstanceOf(AcquireTimeoutError);
+    void engine.close({ timeoutMs: 0 });
+    engine.acquireWith(undefined, fail, onError);
+    expect(errors[4]).toBeInstanceOf(PoolClosedError);
+  });
+});
+
 describe('opening connections', () => {
   it('retries with backoff until the server answers, within the deadline', async () => {
     const { engine, clock, driver, events } = setup({
