@@ -85,6 +85,7 @@ const MICRO_CONTENDERS = [
   'tarn',
   'generic-pool',
   'bare',
+  'bare-list',
 ];
 const POOL_CONTENDERS = [
   'pool-steadfast',
@@ -103,6 +104,7 @@ const MICRO_NAMES = {
   tarn: 'tarn',
   'generic-pool': 'generic-pool',
   bare: 'bare arrays (reference)',
+  'bare-list': 'bare array + linked list (reference)',
   'pool-steadfast': 'steadfast Pool',
   'pool-steadfast-prometheus': 'steadfast Pool + Prometheus metrics',
   'pool-steadfast-otel': 'steadfast Pool + OpenTelemetry metrics',

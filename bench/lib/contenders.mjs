@@ -25,6 +25,8 @@ export const CONTENDERS = {
   tarn: 'tarn 3, defaults (validate: () => true on every checkout)',
   'generic-pool': 'generic-pool 3, defaults (testOnBorrow: false)',
   bare: 'connections in a bare array, waiters in another: no deadline, no checks (the e2e ceiling)',
+  'bare-list':
+    'connections in a bare array, waiters in a linked list of resolvers: the least a promise-based pool can do',
   'pool-steadfast': 'steadfast Pool, defaults, `pool.query()` over a fake pg Client',
   'pool-steadfast-prometheus': 'the same, with Prometheus metrics (`prometheusCollector`, prom-client)',
   'pool-steadfast-otel':
@@ -76,6 +78,36 @@ export async function attachOpenTelemetry(pool, options = {}) {
   }
   const meterProvider = new MeterProvider({ readers: [new IdleReader()] });
   return instrumentOpenTelemetry(pool, { meterProvider, ...options });
+}
+
+/** The least a promise-based pool can do: a stack of connections and a FIFO linked list of resolvers. */
+function listPool(connections) {
+  const idle = [...connections];
+  let head;
+  let tail;
+  return {
+    acquire: () => {
+      const connection = idle.pop();
+      if (connection !== undefined) return Promise.resolve(connection);
+      return new Promise((resolve) => {
+        const node = { resolve, next: undefined };
+        if (tail) tail.next = node;
+        else head = node;
+        tail = node;
+      });
+    },
+    release: (connection) => {
+      const node = head;
+      if (node === undefined) {
+        idle.push(connection);
+        return;
+      }
+      head = node.next;
+      if (head === undefined) tail = undefined;
+      node.resolve(connection);
+    },
+    close: () => Promise.resolve(),
+  };
 }
 
 /** Counts events so the listeners do observable work (an empty function could be optimised away). */
@@ -135,10 +167,11 @@ export async function createContender(name) {
         close: () => pool.drain().then(() => pool.clear()),
       };
     }
-    case 'bare': {
+    case 'bare':
+    case 'bare-list': {
       const connections = [];
       for (let i = 0; i < POOL_SIZE; i++) connections.push(await fakeFactory.create());
-      return barePool(connections);
+      return name === 'bare' ? barePool(connections) : listPool(connections);
     }
     case 'pool-steadfast':
     case 'pool-steadfast-prometheus':

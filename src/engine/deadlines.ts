@@ -24,6 +24,9 @@ interface DeadlineList<T> {
 
 export class Deadlines<T extends DeadlineNode<T>> {
   readonly #lists = new Map<number, DeadlineList<T>>();
+  // The list used last, kept at hand: nearly every waiter of a pool has the same timeout.
+  #lastKey: number | undefined = undefined;
+  #lastList: DeadlineList<T> | undefined = undefined;
   readonly #clock: Clock;
   readonly #onExpire: (node: T) => void;
   #timer: TimerHandle = undefined;
@@ -37,7 +40,7 @@ export class Deadlines<T extends DeadlineNode<T>> {
   /** Tracks `node` until `now + timeoutMs`; `onExpire(node)` runs then unless it was removed first. */
   add(node: T, timeoutMs: number, now: number): void {
     node.deadline = now + timeoutMs;
-    let list = this.#lists.get(timeoutMs);
+    let list = this.#listOf(timeoutMs);
     if (list === undefined) {
       list = { head: undefined, tail: undefined };
       this.#lists.set(timeoutMs, list);
@@ -54,7 +57,7 @@ export class Deadlines<T extends DeadlineNode<T>> {
   remove(node: T): void {
     const key = node.dKey;
     if (key === undefined) return;
-    const list = this.#lists.get(key)!;
+    const list = this.#listOf(key)!;
     if (node.dPrev) node.dPrev.dNext = node.dNext;
     else list.head = node.dNext;
     if (node.dNext) node.dNext.dPrev = node.dPrev;
@@ -67,8 +70,22 @@ export class Deadlines<T extends DeadlineNode<T>> {
     // it keeps the process alive.
     if (list.head === undefined) {
       this.#lists.delete(key);
+      if (this.#lastKey === key) {
+        this.#lastKey = undefined;
+        this.#lastList = undefined;
+      }
       if (this.#lists.size === 0) this.clear();
     }
+  }
+
+  #listOf(key: number): DeadlineList<T> | undefined {
+    if (key === this.#lastKey) return this.#lastList;
+    const list = this.#lists.get(key);
+    if (list !== undefined) {
+      this.#lastKey = key;
+      this.#lastList = list;
+    }
+    return list;
   }
 
   /** Stops the timer (when the pool closes). */

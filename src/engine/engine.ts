@@ -692,6 +692,8 @@ export class Engine<C> {
   }
 
   #openConnections(now: number): void {
+    // The common case on every pump: every waiter is covered, or the pool is at its size.
+    if (this.#waiters.size <= this.#connecting || this.#slots.size >= this.options.max) return;
     const capacity = this.#capacityLimit;
     const limit = capacity === undefined ? this.options.max : Math.min(this.options.max, capacity + 1);
     const concurrency =
