@@ -362,7 +362,11 @@ await section('memory', async () => {
   ];
   out(
     'Memory: heap growth after acquires that gave up',
-    'steadfast Engine with its one connection held; heap used after full GC, minus the same before.',
+    [
+      'steadfast Engine with its one connection held; heap used after full GC, minus the same before, for',
+      'each of three rounds of the count; the median round. A leak would grow the heap by the same amount',
+      'every round.',
+    ].join('\n'),
     table(['scenario', 'heap growth'], rows, ['left']),
   );
   for (const [name, bytes] of [
