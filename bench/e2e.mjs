@@ -10,7 +10,9 @@
  * emits per query, attached only for its own turn.
  *
  * All pools stay open for the whole run and take turns: each round runs every contender once, in an order
- * rotated from round to round, so drift of the machine (or of the server: autovacuum, WAL) hits all alike.
+ * shuffled from round to round, so drift of the machine (or of the server: autovacuum, WAL) hits all alike
+ * and no contender always follows the same one. (No forced GC between turns: a full collection resets
+ * V8's heap sizing, and the next turn then pays for collections it would not otherwise have.)
  * Ratios are taken against the raw ceiling within the same round, then their median is reported.
  *
  * Config: { rounds, slotMs, warmupMs, firstPassMs, callers, workloads: ['select', 'insert'],
@@ -24,6 +26,23 @@ import { loadTestbed } from './lib/testbed.mjs';
 import { childConfig, distEntry, median, report } from './lib/util.mjs';
 
 const POOL_SIZE = 10;
+
+/** `items` in an order drawn from `seed` (mulberry32): the same seed, the same order. */
+function shuffled(items, seed) {
+  let state = (seed + 1) * 0x9e3779b9;
+  const random = () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+  const order = [...items];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
 const config = childConfig();
 const { Pool } = await import(distEntry);
 const { PostgresServer } = await loadTestbed();
@@ -206,7 +225,9 @@ try {
   for (let round = 0; round < config.rounds; round++) {
     for (const workload of config.workloads) {
       const order = contenders.filter((c) => !c.only || c.only.includes(workload));
-      const rotated = [...order.slice(round % order.length), ...order.slice(0, round % order.length)];
+      // A different order every round (seeded, so runs repeat): whoever runs before a contender changes,
+      // and so does what that leaves behind in the caches and on the server.
+      const rotated = shuffled(order, round * 2 + (workload === 'select' ? 0 : 1));
       const rates = {};
       const cpus = {};
       for (const contender of rotated) {

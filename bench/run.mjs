@@ -408,8 +408,9 @@ const e2e = await section('e2e', async () => {
     [
       `One PostgreSQL ${e2e.serverVersion} server on the same machine; ${p.callers} callers in a closed loop, 10`,
       'connections per pool, default options otherwise. Each of',
-      `${p.rounds} rounds runs every contender for ${p.slotMs} ms in a rotated order; the table shows the median`,
-      'rate and the median of the per-round ratios to the ceiling: 10 raw `pg.Client`s from a bare array.',
+      `${p.rounds} rounds runs every contender for ${p.slotMs} ms, in an order shuffled from round to round; the`,
+      'table shows the median rate and the median of the per-round ratios to the ceiling: 10 raw `pg.Client`s',
+      'from a bare array.',
       '"Middle half" spans the 25th to 75th percentile of those ratios. The control is a second, identical',
       'ceiling: how far its ratio strays from 1.00 is how much any ratio here can be trusted. "CPU/query" is',
       "the benchmark process's CPU time (user + system) per query, median over rounds: on a small machine the",
