@@ -16,8 +16,8 @@
  * Ratios are taken against the raw ceiling within the same round, then their median is reported.
  *
  * Config: { rounds, slotMs, warmupMs, firstPassMs, callers, workloads: ['select', 'insert'],
- * contenders? }, where `contenders` (for profiling) limits the run to the named keys; the ceiling always
- * runs.
+ * contenders?, exclude? }, where `contenders` limits the run to the named keys and `exclude` leaves some
+ * out; the ceiling always runs.
  */
 import pg from 'pg';
 import postgres from 'postgres';
@@ -164,7 +164,9 @@ try {
   ];
 
   const contenders = allContenders.filter(
-    (c) => c.key === 'raw' || !config.contenders || config.contenders.includes(c.key),
+    (c) =>
+      c.key === 'raw' ||
+      ((!config.contenders || config.contenders.includes(c.key)) && !config.exclude?.includes(c.key)),
   );
 
   let seq = 0;
