@@ -21,7 +21,8 @@
  * Unset variables leave the preset's value or, without a preset, the pool's default (10 kept connections,
  * no overflow, 30 s wait, 30 min lifetime, validation after 500 ms idle). A variable set to an empty
  * string counts as unset; values are trimmed. Any other `DB_POOL_*` name is rejected (with the closest
- * known name), so a misspelt variable cannot be silently ignored.
+ * known name), and so is another `DB_*` name within two letters of one read here whose value that one
+ * would accept (`DB_MAX_OVERFLOWS=5`), so a misspelt variable cannot be silently ignored.
  *
  * Server address and credentials beyond `DATABASE_URL` are left to pg, which reads them from
  * `process.env` for whatever the URL (or the absence of one) leaves open:
@@ -141,7 +142,8 @@ function enumVar<T extends string>(env: Env, variable: string, allowed: readonly
  * @param env - The variables to read. Default `process.env`. pg itself reads the `PG*` connection
  *   variables from `process.env` only, whatever is passed here.
  * @throws InvalidOptionError naming the variable, its value and the allowed range, for a bad value or
- *   an unknown `DB_POOL_*` variable. A bad `DATABASE_URL` is shown with its password replaced by `***`.
+ *   an unknown `DB_POOL_*` variable or a near-miss of a known one. A bad `DATABASE_URL` is shown with its
+ *   password replaced by `***`.
  */
 export function poolConfigFromEnv(
   env: NodeJS.ProcessEnv = process.env,
