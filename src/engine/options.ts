@@ -154,10 +154,16 @@ export function resolveEngineOptions(options: EngineOptions = {}): ResolvedEngin
     closeTimeoutMs: durationOption('closeTimeoutMs', options.closeTimeoutMs, d.closeTimeoutMs, 0),
   };
   if (resolved.connectBackoffMaxMs < resolved.connectBackoffInitialMs) {
-    throw new InvalidOptionError(
-      'connectBackoffMaxMs',
-      `got ${resolved.connectBackoffMaxMs}, expected at least connectBackoffInitialMs (${resolved.connectBackoffInitialMs})`,
-    );
+    // Blame the option the caller set: with the maximum left at its default, the initial delay is too long.
+    throw options.connectBackoffMaxMs === undefined
+      ? new InvalidOptionError(
+          'connectBackoffInitialMs',
+          `got ${resolved.connectBackoffInitialMs}, expected at most connectBackoffMaxMs (${resolved.connectBackoffMaxMs}, its default)`,
+        )
+      : new InvalidOptionError(
+          'connectBackoffMaxMs',
+          `got ${resolved.connectBackoffMaxMs}, expected at least connectBackoffInitialMs (${resolved.connectBackoffInitialMs})`,
+        );
   }
   if (resolved.validateAfterIdleMs < 0 && resolved.validateAfterIdleMs !== -1) {
     throw new InvalidOptionError(

@@ -460,6 +460,17 @@ describe('options', () => {
     expect(() => new Engine(driver, { mode: 'lifo' as never })).toThrow(/expected one of "queue", "null"/);
     expect(() => new Engine(driver, { max: 5, maxOverflow: 5 })).toThrow(/maxOverflow/);
   });
+
+  it('blames the backoff option that was set when the initial delay exceeds the maximum', () => {
+    const driver = new FakeDriver(new FakeClock());
+    // Found by the option fuzzer: with only the initial delay set, the refusal named the unset maximum.
+    expect(() => new Engine(driver, { connectBackoffInitialMs: 2_001 })).toThrow(
+      /connectBackoffInitialMs: got 2001, expected at most connectBackoffMaxMs \(2000, its default\)/,
+    );
+    expect(() => new Engine(driver, { connectBackoffInitialMs: 100, connectBackoffMaxMs: 50 })).toThrow(
+      /connectBackoffMaxMs: got 50, expected at least connectBackoffInitialMs \(100\)/,
+    );
+  });
 });
 
 describe('events', () => {
