@@ -326,3 +326,35 @@ export function expectAtomicAcrossRestart(
   expect(atomicity.missingCommitted).toEqual([]);
   expect(brokenEvictions(pool)).toBeGreaterThan(0);
 }
+
+/** After a restart under load: no loop hung, and every loop succeeded again once the server was back. */
+export function expectEveryLoopRecovered(report: RestartReport): void {
+  for (const loop of report.loops) {
+    expect(loop.hung, JSON.stringify(loop)).toBe(false);
+    expect(loop.ok.after, JSON.stringify(loop)).toBeGreaterThan(0);
+  }
+}
+
+/**
+ * For libraries that run statements on checked-out clients: every loop recovered, and at most the one
+ * operation in flight when the server shut down failed (none after the restart), with an error `allowed`
+ * accepts (by default a lost connection).
+ */
+export function expectOnlyInFlightFailures(
+  report: RestartReport,
+  allowed: (error: string) => boolean = (error) => CONNECTION_LOST.test(error),
+): void {
+  expectEveryLoopRecovered(report);
+  for (const loop of report.loops) {
+    expect(loop.failed.after, JSON.stringify(loop)).toBe(0);
+    expect(loop.failed.before + loop.failed.during, JSON.stringify(loop)).toBeLessThanOrEqual(1);
+    for (const error of loop.errors) expect(allowed(error), error).toBe(true);
+  }
+}
+
+/** For reads through the pool's own query(): every loop recovered, and no read failed at all. */
+export function expectNoFailedReads(report: RestartReport): void {
+  expectEveryLoopRecovered(report);
+  const readErrors = report.loops.flatMap((loop) => (loop.name.startsWith('read') ? loop.errors : []));
+  expect(readErrors).toEqual([]);
+}
