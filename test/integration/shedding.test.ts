@@ -103,6 +103,9 @@ describe('circuit breaker', () => {
     pool.on('breaker', (change) => changes.push(change));
     await pool.query('SELECT 1');
     await server.stop('immediate');
+    // The idle connection's end is read asynchronously: until the pool has seen it, the next query could
+    // be written to that dead connection and end as outcome-unknown instead of waiting for a new one.
+    await expect.poll(() => pool.totalCount, { timeout: 5_000 }).toBe(0);
     // Callers wait (and retries fail) until the breaker has seen enough: then they fail fast.
     const waiting = pool.query('SELECT 1', [], { timeoutMs: 10_000 }).catch((e: unknown) => e);
     await expect.poll(() => pool.stats().breaker?.state, { timeout: 5_000 }).toBe('open');
