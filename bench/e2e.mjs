@@ -15,13 +15,16 @@
  * V8's heap sizing, and the next turn then pays for collections it would not otherwise have.)
  * Ratios are taken against the raw ceiling within the same round, then their median is reported.
  *
+ * With `pin`, the benchmark process runs on CPU 0 and the server on the others (lib/pin.mjs says why).
+ *
  * Config: { rounds, slotMs, warmupMs, firstPassMs, callers, workloads: ['select', 'insert'],
- * contenders?, exclude? }, where `contenders` limits the run to the named keys and `exclude` leaves some
+ * contenders?, exclude?, pin? }, where `contenders` limits the run to the named keys and `exclude` leaves some
  * out; the ceiling always runs.
  */
 import pg from 'pg';
 import postgres from 'postgres';
 import { attachOpenTelemetry, attachPrometheus } from './lib/contenders.mjs';
+import { pinClientAndServer } from './lib/pin.mjs';
 import { loadTestbed } from './lib/testbed.mjs';
 import { childConfig, distEntry, median, report } from './lib/util.mjs';
 
@@ -49,6 +52,8 @@ const { PostgresServer } = await loadTestbed();
 
 const server = await PostgresServer.start();
 try {
+  // Before any connection opens, so that every backend inherits the server's side.
+  const pinned = config.pin ? pinClientAndServer(server.dataDir) : { reason: 'not asked for' };
   await server.query(
     'CREATE TABLE bench_rows (id bigserial PRIMARY KEY, n integer NOT NULL, note text NOT NULL)',
   );
@@ -281,7 +286,7 @@ try {
       });
     }
   }
-  report({ serverVersion, errors: errorCount, rows });
+  report({ serverVersion, pinned, errors: errorCount, rows });
 } finally {
   await server.destroy();
 }

@@ -9,6 +9,8 @@
  *                             microbenchmark at 1 and 100 callers and of the steadfast Pool end to end,
  *                             written to bench/profiles/, and their hot spots mapped to src/
  * --no-save                   prints the report without writing bench/results.md
+ * --no-pin                    end to end, leaves the benchmark process and PostgreSQL unpinned (by
+ *                             default the client runs on CPU 0 and the server on the others; lib/pin.mjs)
  *
  * Each measurement runs in a fresh Node process (see lib/util.mjs) against a private copy of dist/, so a
  * rebuild while the benchmark runs cannot change what is measured halfway through.
@@ -39,6 +41,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
     'no-save': { type: 'boolean', default: false },
+    'no-pin': { type: 'boolean', default: false },
   },
 });
 const quick = args.quick || process.env.BENCH_QUICK === '1';
@@ -129,9 +132,12 @@ process.env.BENCH_DIST = join(distCopy, 'index.js');
 const host = machine();
 const startedAt = new Date();
 const loadBefore = loadavg()[0];
-const flags = [quick && '--quick', args.profile && '--profile', args.only && `--only=${args.only}`].filter(
-  Boolean,
-);
+const flags = [
+  quick && '--quick',
+  args.profile && '--profile',
+  args.only && `--only=${args.only}`,
+  args['no-pin'] && '--no-pin',
+].filter(Boolean);
 const command = flags.length > 0 ? `npm run bench -- ${flags.join(' ')}` : 'npm run bench';
 const header = [
   `Machine: ${host.cores} cores, ${host.cpu}, ${host.memoryGb} GB RAM, ${host.os}`,
@@ -386,14 +392,17 @@ const e2e = await section('e2e', async () => {
   progress(`end to end: ${p.rounds} rounds × 12 turns of ${p.slotMs} ms against one PostgreSQL server`);
   // The OpenTelemetry pool runs in a process of its own: the SDK's garbage (it builds strings on every
   // record) would otherwise be collected during the other contenders' turns and charged to them.
+  const pin = !args['no-pin'];
   const e2e = await runChild('e2e.mjs', {
     ...p,
+    pin,
     workloads: ['select', 'insert'],
     exclude: ['steadfast-otel'],
   });
   progress('end to end: the OpenTelemetry pool, in a process of its own');
   const otel = await runChild('e2e.mjs', {
     ...p,
+    pin,
     workloads: ['select'],
     contenders: ['control', 'steadfast-otel'],
   });
@@ -421,7 +430,13 @@ const e2e = await section('e2e', async () => {
     'End to end: queries per second against PostgreSQL',
     [
       `One PostgreSQL ${e2e.serverVersion} server on the same machine; ${p.callers} callers in a closed loop, 10`,
-      'connections per pool, default options otherwise. Each of',
+      'connections per pool, default options otherwise.',
+      e2e.pinned.client !== undefined
+        ? `The benchmark process runs on CPU ${e2e.pinned.client} and the server on CPU ${e2e.pinned.server} (\`taskset\`), as if on a machine of`
+        : `Not pinned to CPUs (${e2e.pinned.reason}): the server's work shares the client's cores, and every`,
+      e2e.pinned.client !== undefined
+        ? "its own: the server's work does not interleave with the client's on one core (`--no-pin` to share). Each of"
+        : 'figure here moves more from run to run. Each of',
       `${p.rounds} rounds runs every contender for ${p.slotMs} ms, in an order shuffled from round to round; the`,
       'table shows the median rate and the median of the per-round ratios to the ceiling: 10 raw `pg.Client`s',
       'from a bare array.',
@@ -467,14 +482,16 @@ const e2e = await section('e2e', async () => {
     const label = workload === 'select' ? 'SELECT 1' : 'INSERT';
     // A 1% target cannot be judged when identical contenders already differ by more than that.
     const met = Math.abs(control - 1) > 0.01 ? `unclear (control ${formatRatio(control)})` : ratio >= 0.99;
-    targets.push([`End to end ${label}${what} ≥ 0.99 × raw pg.Client ceiling`, formatRatio(ratio), met]);
+    // Three decimals: at two, a ratio of 0.986 would read "0.99×" beside "NO".
+    const exact = (value) => `${value.toFixed(3)}×`;
+    targets.push([`End to end ${label}${what} ≥ 0.99 × raw pg.Client ceiling`, exact(ratio), met]);
     // The same target read off CPU per query, which a busy machine disturbs far less than throughput: the
     // client process is the bottleneck, so throughput goes as the inverse of its CPU per query.
     const cpuRatio = find(workload, contender).cpuRatio;
     const controlCpu = find(workload, 'raw pg.Client ×10 again (control)')?.cpuRatio ?? 1;
     targets.push([
       `End to end ${label}${what} by CPU/query: ceiling ÷ steadfast ≥ 0.99 (control ${formatRatio(controlCpu)})`,
-      formatRatio(cpuRatio),
+      exact(cpuRatio),
       cpuRatio >= 0.99,
     ]);
   }

@@ -63,7 +63,7 @@ describe('benchmark smoke run', () => {
     expect(memory.waitingAfter).toBe(0);
   });
 
-  it('e2e: every contender runs SELECT 1 and INSERT against a real server without a failed query', async () => {
+  it('e2e: every contender runs SELECT 1 and INSERT against a real server without a failed query, pinned to CPUs', async () => {
     const result = await runChild('e2e.mjs', {
       rounds: 1,
       slotMs: 40,
@@ -71,8 +71,13 @@ describe('benchmark smoke run', () => {
       firstPassMs: 20,
       callers: 8,
       workloads: ['select', 'insert'],
+      pin: true,
     });
     expect(result.errors).toBe(0);
+    // Pinned where taskset and two CPUs exist (as on CI); elsewhere the report gives the reason.
+    if (result.pinned.reason === undefined)
+      expect(result.pinned).toEqual({ client: '0', server: expect.any(String) });
+    else expect(result.pinned.reason).toMatch(/Linux|CPU|taskset/);
     const names = new Set(result.rows.map((row: { name: string }) => row.name));
     for (const name of [
       'raw pg.Client ×10 (ceiling)',
