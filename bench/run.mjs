@@ -273,7 +273,8 @@ const micro = await section('micro', async () => {
 
 await section('scaling', async () => {
   const p = plan.scaling;
-  const contenders = p.anchors ? ['steadfast', 'generic-pool'] : ['steadfast'];
+  // generic-pool for scale, and the linked-list reference: the least any promise-based pool can do.
+  const contenders = p.anchors ? ['steadfast', 'generic-pool', 'bare-list'] : ['steadfast'];
   const runs = {};
   // Each measure in a process of its own; generic-pool only has the first.
   const jobs = [
@@ -317,7 +318,12 @@ await section('scaling', async () => {
     ['abort', (r) => r.abort.ns, 'steadfast'],
     ['w/o GC', (r) => r.abort.nsWithoutGc, 'steadfast'],
   ];
-  if (p.anchors) columns.push(['generic-pool acquire+release', (r) => r.acquireRelease.ns, 'generic-pool']);
+  if (p.anchors) {
+    columns.push(
+      ['generic-pool acquire+release', (r) => r.acquireRelease.ns, 'generic-pool'],
+      ['linked-list reference acquire+release', (r) => r.acquireRelease.ns, 'bare-list'],
+    );
+  }
   const first = p.waiters[0];
   const last = p.waiters[p.waiters.length - 1];
   const rows = p.waiters.map((w) => [
@@ -336,7 +342,9 @@ await section('scaling', async () => {
       '- acquire+release: `waiters + 10` callers loop, so each release serves the oldest waiter and each',
       '  acquire joins the tail: every waiter is touched in turn. "w/o GC" subtracts the collector\'s',
       "  pauses; a long queue is a large live heap (each waiter is a caller's suspended async function, a",
-      '  promise and a waiter record), which costs the same in any pool: generic-pool is shown for scale.',
+      '  promise and a waiter record), which costs the same in any pool: generic-pool is shown for scale,',
+      '  and so is the least a promise-based pool can do (a bare array of connections and a linked list of',
+      '  resolvers, nothing else), which grows with the queue as well.',
       '- past parked waiters: the waiters sit in the normal lane while 20 high-priority callers loop: the',
       '  queue is as long, but only the cost of its length is measured.',
       '- timeout: acquires with a 1 ms deadline join the tail and time out (enqueue + expiry, no idle wait).',
@@ -346,10 +354,17 @@ await section('scaling', async () => {
   );
   for (const [name, get] of [columns[0], columns[2], columns[4], columns[6]]) {
     const ratio = pick('steadfast', last, get) / pick('steadfast', first, get);
+    let met = ratio <= 1.5;
+    if (!met && name === 'acquire+release' && p.anchors) {
+      // Touching every waiter in turn is bound by the heap a long queue is, in any pool: say how the least
+      // possible pool fares, so the miss reads against what is reachable.
+      const reference = pick('bare-list', last, get) / pick('bare-list', first, get);
+      met = `NO (linked-list reference: ${formatRatio(reference)})`;
+    }
     targets.push([
       `Scaling: ${name} at ${last.toLocaleString('en-US')} ≤ 1.5 × at ${first}`,
       formatRatio(ratio),
-      ratio <= 1.5,
+      met,
     ]);
   }
 });

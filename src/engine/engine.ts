@@ -37,6 +37,12 @@ import { type EventSlot, TypedEmitter } from './emitter.js';
 import { LinkedList, type ListNode } from './list.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
 
+/**
+ * Schedules microtasks: `RESOLVED.then(fn)` costs a fraction of Node's `queueMicrotask(fn)`, which builds
+ * an async resource per call. (`fn` must not throw: nothing would catch it.)
+ */
+const RESOLVED = Promise.resolve();
+
 /** SQLSTATE too_many_connections. */
 const TOO_MANY_CONNECTIONS = '53300';
 /** Least time between connection attempts after a fatal connect error, in ms. */
@@ -213,7 +219,8 @@ class Waiter<C> implements ListNode<Waiter<C>>, DeadlineNode<Waiter<C>> {
   constructor(
     readonly resolve: (lease: Lease<C>) => void,
     readonly reject: (error: unknown) => void,
-    readonly enqueuedAt: number,
+    /** When it started waiting (`clock.now()`); NaN until stamped (see `Engine#stampWaiters`). */
+    public enqueuedAt: number,
     readonly timeoutMs: number,
     readonly signal: AbortSignal | undefined,
   ) {}
@@ -280,6 +287,9 @@ export class Engine<C> {
   readonly #waiters = new WaitQueue<C>();
   /** Every waiter's deadline, on one timer. */
   readonly #deadlines: Deadlines<Waiter<C>>;
+  /** Waiters queued in this turn of the microtask queue, waiting for `#stampWaiters` to start their clocks. */
+  readonly #unstamped: Waiter<C>[] = [];
+  readonly #stampWaiters = (): void => this.#stamp();
   /** Connection attempts in flight: aborting one settles it as failed at once, whatever the driver does. */
   readonly #attempts = new Map<AbortController, (error: unknown) => void>();
   readonly #pendingDestroys = new Set<Promise<void>>();
@@ -451,8 +461,10 @@ export class Engine<C> {
       onError(new AbortedError('Acquiring a connection', signal.reason));
       return;
     }
-    const now = this.#clock.now();
+    // Read only when needed: a caller who joins a queue has its clock started by #stampWaiters.
+    let now = Number.NaN;
     if (this.#waiters.size === 0) {
+      now = this.#clock.now();
       const lease = this.#takeIdle(now);
       if (lease !== undefined) {
         onLease(lease);
@@ -471,15 +483,14 @@ export class Engine<C> {
       onError(error);
       return;
     }
-    if (
-      this.#fatalError !== undefined &&
-      now < this.#connectGateAt &&
-      this.#slots.size === this.#connecting
-    ) {
-      // The database just refused us for a reason retrying cannot fix, and no connection is open that
-      // could come back: answer at once rather than queue for the next attempt.
-      onError(this.#fatalError);
-      return;
+    if (this.#fatalError !== undefined && this.#slots.size === this.#connecting) {
+      if (!(now >= 0)) now = this.#clock.now();
+      if (now < this.#connectGateAt) {
+        // The database just refused us for a reason retrying cannot fix, and no connection is open that
+        // could come back: answer at once rather than queue for the next attempt.
+        onError(this.#fatalError);
+        return;
+      }
     }
     if (this.#waiters.size >= this.options.maxWaiting) {
       // Full: shed the newest waiter of a less urgent lane, or else this caller, at once.
@@ -493,15 +504,40 @@ export class Engine<C> {
       this.#settleWaiter(victim);
       victim.reject(error);
     }
+    if (!(now >= 0) && this.#acquireEvent.active) now = this.#clock.now(); // wait times are observed: exact
     const waiter = new Waiter<C>(onLease, onError, now, timeoutMs, signal);
     waiter.lane = lane;
-    this.#deadlines.add(waiter, timeoutMs, now);
+    if (now >= 0) {
+      this.#deadlines.add(waiter, timeoutMs, now);
+    } else {
+      // Joining a queue that is already there, which is when a pool is busiest: one clock reading at the
+      // end of this turn starts every such caller's clock (#stamp). The deadline can only come later than
+      // a reading here would put it, by the rest of the microtasks queued ahead, during which no timer could
+      // fire anyway: never earlier.
+      if (this.#unstamped.length === 0) RESOLVED.then(this.#stampWaiters);
+      this.#unstamped.push(waiter);
+    }
     if (signal) {
       waiter.onAbort = () => this.#onWaiterAbort(waiter);
       signal.addEventListener('abort', waiter.onAbort, { once: true });
     }
     this.#waiters.pushTail(waiter);
-    this.#pump(now);
+    // An idle connection with a caller queued is one due for validation (any other was taken above).
+    if (this.#idle.size > 0) this.#pump(now >= 0 ? now : this.#clock.now());
+    else this.#openConnections();
+  }
+
+  /** Starts the clock of every caller queued since the last call: their wait and their deadline. */
+  #stamp(): void {
+    const now = this.#clock.now();
+    const waiters = this.#unstamped;
+    for (let i = 0; i < waiters.length; i++) {
+      const waiter = waiters[i]!;
+      waiter.enqueuedAt = now;
+      // One already served, aborted, shed or refused at close needs no deadline.
+      if (!waiter.settled) this.#deadlines.add(waiter, waiter.timeoutMs, now);
+    }
+    waiters.length = 0;
   }
 
   /**
@@ -691,9 +727,11 @@ export class Engine<C> {
     this.#openConnections(now);
   }
 
-  #openConnections(now: number): void {
+  /** Starts connection attempts for waiters not yet covered by one; `now` is read when not given. */
+  #openConnections(now?: number): void {
     // The common case on every pump: every waiter is covered, or the pool is at its size.
     if (this.#waiters.size <= this.#connecting || this.#slots.size >= this.options.max) return;
+    now ??= this.#clock.now();
     const capacity = this.#capacityLimit;
     const limit = capacity === undefined ? this.options.max : Math.min(this.options.max, capacity + 1);
     const concurrency =
@@ -798,6 +836,8 @@ export class Engine<C> {
       return;
     }
     this.#makeAvailable(slot, now);
+    // One attempt fewer in flight: under maxConnectConcurrency the next may start.
+    this.#openConnections(now);
   }
 
   #onConnectFailed(slot: Slot<C>, error: unknown, durationMs: number, now: number): void {
@@ -860,8 +900,9 @@ export class Engine<C> {
   #makeAvailable(slot: Slot<C>, now: number): void {
     const waiter = this.#serving() ? this.#waiters.shift() : undefined;
     if (waiter !== undefined) {
+      // No pump after this: the idle list is as it was (empty, or nobody would have been waiting) and one
+      // waiter fewer needs no new connection.
       this.#handOut(slot, waiter, now);
-      this.#pump(now);
       if (this.#isClosing) this.#onSettledChange?.();
       return;
     }
@@ -885,6 +926,7 @@ export class Engine<C> {
 
   /** Every state change goes through here, so the per-state counts can never drift. */
   #setState(slot: Slot<C>, next: SlotState): void {
+    if (slot.state === next) return; // in use, and handed straight to the next caller
     if (slot.state === 'idle' && next !== 'closed') this.#driver.setIdle?.(slot.connection, false);
     switch (slot.state) {
       case 'connecting':
@@ -919,7 +961,9 @@ export class Engine<C> {
 
   #handOut(slot: Slot<C>, waiter: Waiter<C>, now: number): void {
     this.#settleWaiter(waiter);
-    waiter.resolve(this.#checkout(slot, waiter.enqueuedAt, now));
+    // Served in the turn it queued, before its clock was started: it waited no measurable time.
+    const requestedAt = waiter.enqueuedAt >= 0 ? waiter.enqueuedAt : now;
+    waiter.resolve(this.#checkout(slot, requestedAt, now));
   }
 
   #checkout(slot: Slot<C>, requestedAt: number, now: number): Lease<C> {

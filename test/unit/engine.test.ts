@@ -738,4 +738,65 @@ describe('deadlines on one timer', () => {
     // No waiter left: no timer holds the process.
     expect(clock.pending().keepAlive).toBe(0);
   });
+
+  it('starts the clock of a caller joining a queue by the end of the turn it queued in', async () => {
+    const { engine, clock } = setup({ max: 1, acquireTimeoutMs: 100 });
+    const held = await engine.acquire();
+    const first = track(engine.acquire());
+    await clock.advance(30);
+    // Joins a queue that is already there: its wait and its deadline start from here, not earlier.
+    const second = track(engine.acquire());
+    await clock.advance(70);
+    expect(first.error).toBeInstanceOf(AcquireTimeoutError);
+    expect(second.settled).toBe(false);
+    engine.release(held);
+    await clock.flush();
+    expect((second.value as Lease<FakeConnection>).acquiredAt).toBe(100);
+    expect((second.value as Lease<FakeConnection>).requestedAt).toBe(30);
+  });
+
+  it('leaves no deadline behind for a caller served in the turn it queued', async () => {
+    const { engine, clock } = setup({ max: 1 });
+    const held = await engine.acquire();
+    const leases: Lease<FakeConnection>[] = [];
+    const push = (lease: Lease<FakeConnection>) => leases.push(lease);
+    const fail = () => {
+      throw new Error('no error expected');
+    };
+    engine.acquireWith(undefined, push, fail); // first in the queue: its clock starts at once
+    engine.acquireWith(undefined, push, fail); // joins the queue: its clock starts at the end of the turn
+    engine.release(held);
+    engine.release(leases[0]!);
+    expect(leases).toHaveLength(2);
+    expect(leases[1]!.acquiredAt - leases[1]!.requestedAt).toBe(0);
+    await clock.flush();
+    expect(engine.waitingCount).toBe(0);
+    // Served before its clock started: no deadline timer is left to hold the process.
+    expect(clock.pending().keepAlive).toBe(0);
+  });
+
+  it('counts the wait of a caller joining a queue from the end of its turn, exactly while anyone listens', async () => {
+    const fail = () => {
+      throw new Error('no error expected');
+    };
+    const waitsOfSecondCaller = async (listen: boolean) => {
+      const { engine, clock } = setup({ max: 1 });
+      const waits: number[] = [];
+      if (listen) engine.events.on('acquire', ({ waitMs }) => waits.push(waitMs));
+      const held = await engine.acquire();
+      const leases: Lease<FakeConnection>[] = [];
+      const push = (lease: Lease<FakeConnection>) => leases.push(lease);
+      engine.acquireWith(undefined, push, fail);
+      engine.acquireWith(undefined, push, fail);
+      clock.jump(4); // the rest of the turn takes 4 ms
+      await clock.advance(5);
+      engine.release(held);
+      engine.release(leases[0]!);
+      return { lease: leases[1]!.acquiredAt - leases[1]!.requestedAt, waits };
+    };
+    // Nobody listening: the clock started when the turn ended, never earlier.
+    expect(await waitsOfSecondCaller(false)).toEqual({ lease: 5, waits: [] });
+    // Wait times are observed: read when the caller queued.
+    expect(await waitsOfSecondCaller(true)).toEqual({ lease: 9, waits: [0, 9, 9] });
+  });
 });
