@@ -4,22 +4,36 @@
  * A timer per waiter costs a timer-list insert and removal on every acquire that has to wait. Waiters
  * with the same timeout reach their deadlines in the order they arrived (time only moves forward), so
  * each distinct timeout keeps a FIFO list, and a single timer is armed for the earliest head of any
- * list. Adding, removing and expiring a waiter are O(1) (plus the number of distinct timeouts, which is
- * small: usually one).
+ * list. Waiters added one after another with the same deadline (the engine starts the clocks of all the
+ * callers that joined a queue in one turn with one reading) share one entry of that list, a group:
+ * joining or leaving a group is a few stores, and only a group's first member and its last leaver touch
+ * the list. Adding, removing and expiring a waiter are O(1) (plus the number of distinct timeouts, which
+ * is small: usually one).
  */
 import type { Clock, TimerHandle } from './clock.js';
 
 export interface DeadlineNode<T> {
-  deadline: number;
-  dPrev: T | undefined;
-  dNext: T | undefined;
-  /** The timeout whose list this node is in, or undefined when in none. */
-  dKey: number | undefined;
+  /** The group this node waits in, or undefined when in none. */
+  dGroup: DeadlineGroup<T> | undefined;
+  /** Its place in the group's members. */
+  dIndex: number;
+}
+
+/** Waiters sharing one deadline: an entry of a timeout's FIFO list. */
+export interface DeadlineGroup<T> {
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  /** Members in the order they joined; a member that left is a hole, so no other member moves. */
+  readonly members: (T | undefined)[];
+  /** Members still in the group; at 0 the group leaves its list. */
+  live: number;
+  prev: DeadlineGroup<T> | undefined;
+  next: DeadlineGroup<T> | undefined;
 }
 
 interface DeadlineList<T> {
-  head: T | undefined;
-  tail: T | undefined;
+  head: DeadlineGroup<T> | undefined;
+  tail: DeadlineGroup<T> | undefined;
 }
 
 export class Deadlines<T extends DeadlineNode<T>> {
@@ -39,32 +53,41 @@ export class Deadlines<T extends DeadlineNode<T>> {
 
   /** Tracks `node` until `now + timeoutMs`; `onExpire(node)` runs then unless it was removed first. */
   add(node: T, timeoutMs: number, now: number): void {
-    node.deadline = now + timeoutMs;
+    const deadline = now + timeoutMs;
     let list = this.#listOf(timeoutMs);
     if (list === undefined) {
       list = { head: undefined, tail: undefined };
       this.#lists.set(timeoutMs, list);
+      this.#lastKey = timeoutMs;
+      this.#lastList = list;
     }
-    node.dKey = timeoutMs;
-    node.dNext = undefined;
-    node.dPrev = list.tail;
-    if (list.tail) list.tail.dNext = node;
-    else list.head = node;
-    list.tail = node;
-    if (node.deadline < this.#timerAt) this.#arm(node.deadline, now);
+    let group = list.tail;
+    if (group === undefined || group.deadline !== deadline) {
+      group = { deadline, timeoutMs, members: [], live: 0, prev: list.tail, next: undefined };
+      if (list.tail) list.tail.next = group;
+      else list.head = group;
+      list.tail = group;
+      if (deadline < this.#timerAt) this.#arm(deadline, now);
+    }
+    node.dGroup = group;
+    node.dIndex = group.members.push(node) - 1;
+    group.live++;
   }
 
   remove(node: T): void {
-    const key = node.dKey;
-    if (key === undefined) return;
+    const group = node.dGroup;
+    if (group === undefined) return;
+    group.members[node.dIndex] = undefined;
+    node.dGroup = undefined;
+    if (--group.live > 0) return;
+    const key = group.timeoutMs;
     const list = this.#listOf(key)!;
-    if (node.dPrev) node.dPrev.dNext = node.dNext;
-    else list.head = node.dNext;
-    if (node.dNext) node.dNext.dPrev = node.dPrev;
-    else list.tail = node.dPrev;
-    node.dPrev = undefined;
-    node.dNext = undefined;
-    node.dKey = undefined;
+    if (group.prev) group.prev.next = group.next;
+    else list.head = group.next;
+    if (group.next) group.next.prev = group.prev;
+    else list.tail = group.prev;
+    group.prev = undefined;
+    group.next = undefined;
     // An emptied list goes, so the map holds only timeouts in use. While other waiters remain the timer
     // stays armed (firing with nothing due costs one pass and re-arms); with none left it is stopped, as
     // it keeps the process alive.
@@ -107,9 +130,16 @@ export class Deadlines<T extends DeadlineNode<T>> {
     this.#timerAt = Number.POSITIVE_INFINITY;
     const now = this.#clock.now();
     for (const list of [...this.#lists.values()]) {
-      for (let node = list.head; node !== undefined && node.deadline <= now; node = list.head) {
-        this.remove(node);
-        this.#onExpire(node);
+      for (let group = list.head; group !== undefined && group.deadline <= now; group = list.head) {
+        // Each member leaves before it hears, so whatever its callback does to others finds it gone; the
+        // last one out takes the group off the list. (No one can join: a new deadline is later.)
+        const { members } = group;
+        for (let i = 0; i < members.length; i++) {
+          const node = members[i];
+          if (node === undefined) continue;
+          this.remove(node);
+          this.#onExpire(node);
+        }
       }
     }
     let earliest = Number.POSITIVE_INFINITY;

@@ -31,7 +31,7 @@ import { fullJitterDelay } from '../resilience/backoff.js';
 import { classifyConnectError, errorCode } from '../resilience/classify.js';
 
 import { type Clock, systemClock, type TimerHandle } from './clock.js';
-import { type DeadlineNode, Deadlines } from './deadlines.js';
+import { type DeadlineGroup, type DeadlineNode, Deadlines } from './deadlines.js';
 import type { Driver } from './driver.js';
 import { type EventSlot, TypedEmitter } from './emitter.js';
 import { LinkedList, type ListNode } from './list.js';
@@ -210,10 +210,8 @@ class Waiter<C> implements ListNode<Waiter<C>>, DeadlineNode<Waiter<C>> {
   settled = false;
   /** Index into the wait queue's lanes: 0 high, 1 normal, 2 low. */
   lane = 1;
-  deadline = 0;
-  dPrev: Waiter<C> | undefined = undefined;
-  dNext: Waiter<C> | undefined = undefined;
-  dKey: number | undefined = undefined;
+  dGroup: DeadlineGroup<Waiter<C>> | undefined = undefined;
+  dIndex = 0;
   onAbort: (() => void) | undefined = undefined;
 
   constructor(
