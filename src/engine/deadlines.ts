@@ -11,6 +11,7 @@
  * is small: usually one).
  */
 import type { Clock, TimerHandle } from './clock.js';
+import { LinkedList, type ListNode } from './list.js';
 
 export interface DeadlineNode<T> {
   /** The group this node waits in, or undefined when in none. */
@@ -20,21 +21,22 @@ export interface DeadlineNode<T> {
 }
 
 /** Waiters sharing one deadline: an entry of a timeout's FIFO list. */
-export interface DeadlineGroup<T> {
-  readonly deadline: number;
-  readonly timeoutMs: number;
+export class DeadlineGroup<T> implements ListNode<DeadlineGroup<T>> {
+  prev: DeadlineGroup<T> | undefined = undefined;
+  next: DeadlineGroup<T> | undefined = undefined;
+  list: LinkedList<DeadlineGroup<T>> | undefined = undefined;
   /** Members in the order they joined; a member that left is a hole, so no other member moves. */
-  readonly members: (T | undefined)[];
+  readonly members: (T | undefined)[] = [];
   /** Members still in the group; at 0 the group leaves its list. */
-  live: number;
-  prev: DeadlineGroup<T> | undefined;
-  next: DeadlineGroup<T> | undefined;
+  live = 0;
+
+  constructor(
+    readonly deadline: number,
+    readonly timeoutMs: number,
+  ) {}
 }
 
-interface DeadlineList<T> {
-  head: DeadlineGroup<T> | undefined;
-  tail: DeadlineGroup<T> | undefined;
-}
+type DeadlineList<T> = LinkedList<DeadlineGroup<T>>;
 
 export class Deadlines<T extends DeadlineNode<T>> {
   readonly #lists = new Map<number, DeadlineList<T>>();
@@ -56,17 +58,15 @@ export class Deadlines<T extends DeadlineNode<T>> {
     const deadline = now + timeoutMs;
     let list = this.#listOf(timeoutMs);
     if (list === undefined) {
-      list = { head: undefined, tail: undefined };
+      list = new LinkedList<DeadlineGroup<T>>();
       this.#lists.set(timeoutMs, list);
       this.#lastKey = timeoutMs;
       this.#lastList = list;
     }
     let group = list.tail;
     if (group === undefined || group.deadline !== deadline) {
-      group = { deadline, timeoutMs, members: [], live: 0, prev: list.tail, next: undefined };
-      if (list.tail) list.tail.next = group;
-      else list.head = group;
-      list.tail = group;
+      group = new DeadlineGroup<T>(deadline, timeoutMs);
+      list.pushTail(group);
       if (deadline < this.#timerAt) this.#arm(deadline, now);
     }
     node.dGroup = group;
@@ -82,16 +82,11 @@ export class Deadlines<T extends DeadlineNode<T>> {
     if (--group.live > 0) return;
     const key = group.timeoutMs;
     const list = this.#listOf(key)!;
-    if (group.prev) group.prev.next = group.next;
-    else list.head = group.next;
-    if (group.next) group.next.prev = group.prev;
-    else list.tail = group.prev;
-    group.prev = undefined;
-    group.next = undefined;
+    list.remove(group);
     // An emptied list goes, so the map holds only timeouts in use. While other waiters remain the timer
     // stays armed (firing with nothing due costs one pass and re-arms); with none left it is stopped, as
     // it keeps the process alive.
-    if (list.head === undefined) {
+    if (list.size === 0) {
       this.#lists.delete(key);
       if (this.#lastKey === key) {
         this.#lastKey = undefined;

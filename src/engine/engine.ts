@@ -298,8 +298,8 @@ export class Engine<C> {
   #resetting = 0;
   #consecutiveConnectFailures = 0;
   #lastConnectError: unknown = undefined;
-  /** No connection attempt starts before this time (backoff after a failure). */
-  #connectGateAt = 0;
+  /** No connection attempt starts before this time (backoff after a failure). A clock may read below 0. */
+  #connectGateAt = Number.NEGATIVE_INFINITY;
   #gateTimer: TimerHandle = undefined;
   /**
    * Set when the server said it has no slot left (53300): the pool then grows one connection at a time
@@ -482,7 +482,7 @@ export class Engine<C> {
       return;
     }
     if (this.#fatalError !== undefined && this.#slots.size === this.#connecting) {
-      if (!(now >= 0)) now = this.#clock.now();
+      if (Number.isNaN(now)) now = this.#clock.now();
       if (now < this.#connectGateAt) {
         // The database just refused us for a reason retrying cannot fix, and no connection is open that
         // could come back: answer at once rather than queue for the next attempt.
@@ -502,10 +502,10 @@ export class Engine<C> {
       this.#settleWaiter(victim);
       victim.reject(error);
     }
-    if (!(now >= 0) && this.#acquireEvent.active) now = this.#clock.now(); // wait times are observed: exact
+    if (Number.isNaN(now) && this.#acquireEvent.active) now = this.#clock.now(); // wait times are observed: exact
     const waiter = new Waiter<C>(onLease, onError, now, timeoutMs, signal);
     waiter.lane = lane;
-    if (now >= 0) {
+    if (!Number.isNaN(now)) {
       this.#deadlines.add(waiter, timeoutMs, now);
     } else {
       // Joining a queue that is already there, which is when a pool is busiest: one clock reading at the
@@ -521,7 +521,7 @@ export class Engine<C> {
     }
     this.#waiters.pushTail(waiter);
     // An idle connection with a caller queued is one due for validation (any other was taken above).
-    if (this.#idle.size > 0) this.#pump(now >= 0 ? now : this.#clock.now());
+    if (this.#idle.size > 0) this.#pump(Number.isNaN(now) ? this.#clock.now() : now);
     else this.#openConnections();
   }
 
@@ -826,7 +826,7 @@ export class Engine<C> {
     this.#consecutiveConnectFailures = 0;
     this.#lastConnectError = undefined;
     this.#fatalError = undefined;
-    this.#connectGateAt = 0;
+    this.#connectGateAt = Number.NEGATIVE_INFINITY;
     this.events.emit('connect', { id: slot.id, connection, durationMs });
     if (slot.isBroken) {
       this.#destroy(slot, 'broken', slot.broken);
@@ -960,7 +960,7 @@ export class Engine<C> {
   #handOut(slot: Slot<C>, waiter: Waiter<C>, now: number): void {
     this.#settleWaiter(waiter);
     // Served in the turn it queued, before its clock was started: it waited no measurable time.
-    const requestedAt = waiter.enqueuedAt >= 0 ? waiter.enqueuedAt : now;
+    const requestedAt = Number.isNaN(waiter.enqueuedAt) ? now : waiter.enqueuedAt;
     waiter.resolve(this.#checkout(slot, requestedAt, now));
   }
 

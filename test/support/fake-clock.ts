@@ -12,9 +12,14 @@ interface FakeTimer {
 }
 
 export class FakeClock implements Clock {
-  #now = 0;
+  #now: number;
   #nextId = 1;
   readonly #timers = new Map<number, FakeTimer>();
+
+  /** `start`: the first reading; a clock's scale may begin anywhere, below zero included. */
+  constructor(start = 0) {
+    this.#now = start;
+  }
 
   now(): number {
     return this.#now;

@@ -755,6 +755,33 @@ describe('deadlines on one timer', () => {
     expect((second.value as Lease<FakeConnection>).requestedAt).toBe(30);
   });
 
+  it('keeps deadlines and waits on a clock whose readings are below zero', async () => {
+    const clock = new FakeClock(-1_000);
+    const engine = new Engine(new FakeDriver(clock), { max: 1, acquireTimeoutMs: 50 }, { clock });
+    const waits: number[] = [];
+    engine.events.on('timeout', ({ waitMs }) => waits.push(waitMs));
+    const held = await engine.acquire();
+    const first = track(engine.acquire());
+    const second = track(engine.acquire());
+    await clock.advance(49);
+    expect(first.settled || second.settled).toBe(false);
+    await clock.advance(1);
+    expect(first.error).toBeInstanceOf(AcquireTimeoutError);
+    expect(second.error).toBeInstanceOf(AcquireTimeoutError);
+    expect(waits).toEqual([50, 50]);
+    const third = track(engine.acquire());
+    const fourth = track(engine.acquire());
+    await clock.advance(20);
+    engine.release(held);
+    await clock.flush();
+    const lease = third.value as Lease<FakeConnection>;
+    expect(lease.acquiredAt - lease.requestedAt).toBe(20);
+    engine.release(lease);
+    await clock.flush();
+    const next = fourth.value as Lease<FakeConnection>;
+    expect(next.acquiredAt - next.requestedAt).toBe(20);
+  });
+
   it('leaves no deadline behind for a caller served in the turn it queued', async () => {
     const { engine, clock } = setup({ max: 1 });
     const held = await engine.acquire();
