@@ -3,13 +3,13 @@
  * PostgreSQL server, closed loop, `callers` callers sharing 10 connections per contender.
  *
  * Contenders: steadfast's Pool (default options; also with Prometheus or OpenTelemetry metrics on),
- * pg.Pool, postgres.js, and the ceiling: 10 raw
+ * pg.Pool, postgres.js (long-lived, and new for every turn), and the ceiling: 10 raw
  * `pg.Client`s handed out from a bare array (what any pool over pg adds its cost to). A second, identical
  * ceiling runs as a control: its ratio to the first is pure measurement noise. The
  * "steadfast + listeners" contender is the same steadfast Pool with a listener on every pool event it
  * emits per query, attached only for its own turn.
  *
- * All pools stay open for the whole run and take turns: each round runs every contender once, in an order
+ * All pools but the per-turn postgres.js stay open for the whole run and take turns: each round runs every contender once, in an order
  * shuffled from round to round, so drift of the machine (or of the server: autovacuum, WAL) hits all alike
  * and no contender always follows the same one. (No forced GC between turns: a full collection resets
  * V8's heap sizing, and the next turn then pays for collections it would not otherwise have.)
@@ -104,6 +104,11 @@ try {
   const withOpenTelemetry = new Pool({ ...connection, max: POOL_SIZE, poolName: 'bench-otel' });
   await attachOpenTelemetry(withOpenTelemetry);
   const sql = postgres({ ...connection, max: POOL_SIZE, onnotice: () => {} });
+  // postgres.js again, new for every turn. Its connection queues (src/queue.js in 3.4) leave a hole for
+  // every connection they hand on until they run empty, which under sustained load they never do, and
+  // remove() scans them with indexOf: a long-lived instance slows down turn after turn. A new one shows
+  // its speed before that.
+  let freshSql;
 
   const noop = () => {};
   const pgEvents = ['connect', 'acquire', 'release', 'remove', 'evict', 'timeout', 'retry'];
@@ -166,6 +171,18 @@ try {
       select: () => sql`SELECT 1`,
       insert: (n) => sql`INSERT INTO bench_rows (n, note) VALUES (${n}, ${NOTE})`,
     },
+    {
+      key: 'postgres.js-fresh',
+      name: 'postgres.js, a new instance each turn',
+      before: async () => {
+        freshSql = postgres({ ...connection, max: POOL_SIZE, onnotice: () => {} });
+        // Every connection open before the turn's clock starts.
+        await Promise.all(Array.from({ length: POOL_SIZE }, () => freshSql`SELECT 1`));
+      },
+      after: () => freshSql.end({ timeout: 1 }),
+      select: () => freshSql`SELECT 1`,
+      insert: (n) => freshSql`INSERT INTO bench_rows (n, note) VALUES (${n}, ${NOTE})`,
+    },
   ];
 
   const contenders = allContenders.filter(
@@ -207,12 +224,12 @@ try {
   };
 
   const runSlot = async (contender, workload, ms) => {
-    contender.before?.();
+    await contender.before?.();
     try {
       await closedLoop(contender[workload], config.warmupMs);
       return await closedLoop(contender[workload], ms);
     } finally {
-      contender.after?.();
+      await contender.after?.();
     }
   };
 

@@ -86,6 +86,7 @@ describe('benchmark smoke run', () => {
       'steadfast Pool + OpenTelemetry metrics',
       'pg.Pool',
       'postgres.js',
+      'postgres.js, a new instance each turn',
     ]) {
       expect(names.has(name), name).toBe(true);
     }
