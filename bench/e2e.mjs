@@ -9,10 +9,11 @@
  * "steadfast + listeners" contender is the same steadfast Pool with a listener on every pool event it
  * emits per query, attached only for its own turn.
  *
- * All pools but the per-turn postgres.js stay open for the whole run and take turns: each round runs every contender once, in an order
- * shuffled from round to round, so drift of the machine (or of the server: autovacuum, WAL) hits all alike
- * and no contender always follows the same one. (No forced GC between turns: a full collection resets
- * V8's heap sizing, and the next turn then pays for collections it would not otherwise have.)
+ * All pools but the per-turn postgres.js stay open for the whole run and take turns: each round runs
+ * every contender once, in an order shuffled from round to round, so drift of the machine (or of the
+ * server: autovacuum, WAL) hits all alike and no contender always follows the same one. (No forced GC
+ * between turns: a full collection resets V8's heap sizing, and the next turn then pays for collections
+ * it would not otherwise have.)
  * Ratios are taken against the raw ceiling within the same round, then their median is reported.
  *
  * With `pin`, the benchmark process runs on CPU 0 and the server on the others (lib/pin.mjs says why).
