@@ -48,7 +48,7 @@ const quick = args.quick || process.env.BENCH_QUICK === '1';
 const sections = new Set((args.only ?? 'micro,scaling,memory,e2e').split(',').map((s) => s.trim()));
 const save = !quick && !args['no-save'] && sections.size === 4;
 
-/** Durations and repetitions. The full run takes about 3.5 minutes on 2 cores, the quick one about 30 s. */
+/** Durations and repetitions. The full run takes about 5 minutes on 2 cores, the quick one about 35 s. */
 const plan = quick
   ? {
       micro: { rounds: 1, warmupMs: 100, sampleMs: 150, samples: 1 },
@@ -64,9 +64,10 @@ const plan = quick
       e2e: { rounds: 2, slotMs: 250, warmupMs: 50, firstPassMs: 100, callers: 64 },
     }
   : {
-      // Half a second of warm-up: in a process's first few hundred ms the JIT is still at work, and it
-      // flatters some pools (generic-pool reads about 10% above its steady rate there) and not others.
-      micro: { rounds: 3, warmupMs: 500, sampleMs: 300, samples: 1 },
+      // A second of warm-up: until then the JIT is still at work, and it flatters some pools and not
+      // others (at 100 callers generic-pool reads about 10% above its steady rate in its first half
+      // second, steadfast 15–20% below). Two samples per process, three processes per contender.
+      micro: { rounds: 3, warmupMs: 1_000, sampleMs: 300, samples: 2 },
       scaling: {
         waiters: [10, 1_000, 100_000],
         cycles: 200_000,
