@@ -288,6 +288,13 @@ export class Engine<C> {
   /** Waiters queued in this turn of the microtask queue, waiting for `#stampWaiters` to start their clocks. */
   readonly #unstamped: Waiter<C>[] = [];
   readonly #stampWaiters = (): void => this.#stamp();
+  /** `acquire()`'s promise executor, with the call's options passed through `#executorOptions`. */
+  #executorOptions: AcquireOptions | undefined = undefined;
+  readonly #executor = (resolve: (lease: Lease<C>) => void, reject: (error: unknown) => void): void => {
+    const options = this.#executorOptions;
+    this.#executorOptions = undefined;
+    this.acquireWith(options, resolve, reject);
+  };
   /** Connection attempts in flight: aborting one settles it as failed at once, whatever the driver does. */
   readonly #attempts = new Map<AbortController, (error: unknown) => void>();
   readonly #pendingDestroys = new Set<Promise<void>>();
@@ -434,7 +441,10 @@ export class Engine<C> {
       const lease = this.#takeIdle(this.#clock.now());
       if (lease !== undefined) return Promise.resolve(lease);
     }
-    return new Promise<Lease<C>>((resolve, reject) => this.acquireWith(options, resolve, reject));
+    // One executor for every call: the Promise constructor runs it at once, before anything else can
+    // set #executorOptions again.
+    this.#executorOptions = options;
+    return new Promise<Lease<C>>(this.#executor);
   }
 
   /**
