@@ -24,7 +24,7 @@
 import { PerformanceObserver } from 'node:perf_hooks';
 import { createContender, POOL_SIZE } from './lib/contenders.mjs';
 import { fakeDriver } from './lib/fakes.mjs';
-import { childConfig, distEntry, report } from './lib/util.mjs';
+import { childConfig, distEntry, median, report } from './lib/util.mjs';
 
 const { Engine } = await import(distEntry);
 const config = childConfig();
@@ -142,7 +142,6 @@ async function medianOfBatches(runBatch) {
   const results = [];
   for (let i = 0; i < BATCHES; i++) results.push(await runBatch(engine));
   await close();
-  const median = (values) => values.sort((a, b) => a - b)[values.length >> 1];
   return {
     ns: median(results.map((r) => r.ns)),
     nsWithoutGc: median(results.map((r) => r.nsWithoutGc)),

@@ -515,15 +515,15 @@ export class Engine<C> {
     if (Number.isNaN(now) && this.#acquireEvent.active) now = this.#clock.now(); // wait times are observed: exact
     const waiter = new Waiter<C>(onLease, onError, now, timeoutMs, signal);
     waiter.lane = lane;
-    if (!Number.isNaN(now)) {
-      this.#deadlines.add(waiter, timeoutMs, now);
-    } else {
+    if (Number.isNaN(now)) {
       // Joining a queue that is already there, which is when a pool is busiest: one clock reading at the
       // end of this turn starts every such caller's clock (#stamp). The deadline can only come later than
       // a reading here would put it, by the rest of the microtasks queued ahead, during which no timer could
       // fire anyway: never earlier.
       if (this.#unstamped.length === 0) RESOLVED.then(this.#stampWaiters);
       this.#unstamped.push(waiter);
+    } else {
+      this.#deadlines.add(waiter, timeoutMs, now);
     }
     if (signal) {
       waiter.onAbort = () => this.#onWaiterAbort(waiter);

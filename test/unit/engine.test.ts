@@ -33,6 +33,11 @@ function setup(options: EngineOptions = {}, random = () => 0.5) {
   return { clock, driver, engine, events, invariant };
 }
 
+/** An `onError` for `acquireWith` calls that must succeed. */
+const noErrorExpected = () => {
+  throw new Error('no error expected');
+};
+
 /** Records how a promise settled, without letting a rejection go unhandled. */
 function track<T>(promise: Promise<T>) {
   const state: { settled: boolean; value?: T; error?: unknown } = { settled: false };
@@ -787,11 +792,8 @@ describe('deadlines on one timer', () => {
     const held = await engine.acquire();
     const leases: Lease<FakeConnection>[] = [];
     const push = (lease: Lease<FakeConnection>) => leases.push(lease);
-    const fail = () => {
-      throw new Error('no error expected');
-    };
-    engine.acquireWith(undefined, push, fail); // first in the queue: its clock starts at once
-    engine.acquireWith(undefined, push, fail); // joins the queue: its clock starts at the end of the turn
+    engine.acquireWith(undefined, push, noErrorExpected); // first in the queue: its clock starts at once
+    engine.acquireWith(undefined, push, noErrorExpected); // joins the queue: its clock starts at the end of the turn
     engine.release(held);
     engine.release(leases[0]!);
     expect(leases).toHaveLength(2);
@@ -803,9 +805,6 @@ describe('deadlines on one timer', () => {
   });
 
   it('counts the wait of a caller joining a queue from the end of its turn, exactly while anyone listens', async () => {
-    const fail = () => {
-      throw new Error('no error expected');
-    };
     const waitsOfSecondCaller = async (listen: boolean) => {
       const { engine, clock } = setup({ max: 1 });
       const waits: number[] = [];
@@ -813,8 +812,8 @@ describe('deadlines on one timer', () => {
       const held = await engine.acquire();
       const leases: Lease<FakeConnection>[] = [];
       const push = (lease: Lease<FakeConnection>) => leases.push(lease);
-      engine.acquireWith(undefined, push, fail);
-      engine.acquireWith(undefined, push, fail);
+      engine.acquireWith(undefined, push, noErrorExpected);
+      engine.acquireWith(undefined, push, noErrorExpected);
       clock.jump(4); // the rest of the turn takes 4 ms
       await clock.advance(5);
       engine.release(held);
